@@ -1,0 +1,1 @@
+"""dxr_core.diffusion"""

@@ -1,0 +1,42 @@
+"""Shared pytest fixtures: the `dxr` executable, tool lookup, and small-thread defaults for a 2-core machine."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def dxr_cmd() -> list[str]:
+    """Command prefix that runs the real `dxr` CLI in a subprocess (same interpreter as the tests)."""
+    return [sys.executable, "-m", "dxr_core.cli"]
+
+
+def run_dxr(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `dxr ARGS...` as a user would; returns the completed process (text output)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dxr_core.cli", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dxr {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool that scripts/setup installs; skip (with the reason) where it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (scripts/setup installs it with apt-get as root)")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
