@@ -1,0 +1,1 @@
+"""DiffusionXRay MONAI Label app library: configs (server options), infers (tasks), trainers."""

@@ -1,0 +1,3 @@
+from .settings import AppConfig, ConfigError
+
+__all__ = ["AppConfig", "ConfigError"]

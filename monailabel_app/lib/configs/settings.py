@@ -1,0 +1,104 @@
+"""Server options given as ``monailabel start_server ... --conf KEY VALUE``.
+
+Every value arrives as a string; this module parses and checks them once at start-up so that a typo stops the
+server with a sentence naming the option, instead of failing on the first request.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+logger = logging.getLogger(__name__)
+
+#: name of the fine-tuned checkpoint the training task writes into ``model_dir``
+FINETUNED_NAME = "ddpm_hq_finetuned.pt"
+
+
+class ConfigError(ValueError):
+    """A ``--conf`` option has an unusable value (the server refuses to start)."""
+
+
+@dataclass
+class AppConfig:
+    model_path: str | None = None  # explicit DDPM-HQ checkpoint; None: fine-tuned one in model_dir, else shipped
+    model_dir: str = ""  # where `/train/ddpm_hq_finetune` writes its checkpoint
+    device: str = "cpu"  # torch device for enhancement and training
+    sampler: str | None = None  # default sampler; None: the enhancer's own default
+    steps: int | None = None  # default number of sampler steps; None: the enhancer's own default
+    max_size: int = 2048  # largest detector side (pixels) a request may ask for
+    max_steps: int = 1000  # most sampler steps a request may ask for
+    ct_cache: int = 2  # CT volumes kept in memory between requests (0: none)
+    extra: dict[str, str] = field(default_factory=dict)  # other --conf keys (MONAI Label's own, e.g. server_mode)
+
+    KEYS = ("model_path", "model_dir", "device", "sampler", "steps", "max_size", "max_steps", "ct_cache")
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, Any] | None, app_dir: str) -> "AppConfig":
+        conf = dict(conf or {})
+        cfg = cls(model_dir=os.path.join(app_dir, "model"))
+        if conf.get("model_path"):
+            cfg.model_path = os.path.abspath(os.path.expanduser(str(conf["model_path"])))
+            if not os.path.isfile(cfg.model_path):
+                raise ConfigError(
+                    f"--conf model_path {conf['model_path']!r} is not a file; give the path of a DDPM-HQ checkpoint "
+                    "(.pt) or leave the option out to use the shipped weights."
+                )
+        if conf.get("model_dir"):
+            cfg.model_dir = os.path.abspath(os.path.expanduser(str(conf["model_dir"])))
+        cfg.device = _device(str(conf.get("device", "auto")))
+        if conf.get("sampler"):
+            cfg.sampler = str(conf["sampler"]).strip().lower()
+        if conf.get("steps"):
+            cfg.steps = _int(conf, "steps", 1, 100000)
+        if conf.get("max_size"):
+            cfg.max_size = _int(conf, "max_size", 16, 16384)
+        if conf.get("max_steps"):
+            cfg.max_steps = _int(conf, "max_steps", 1, 100000)
+        if conf.get("ct_cache") not in (None, ""):
+            cfg.ct_cache = _int(conf, "ct_cache", 0, 64)
+        if cfg.steps is not None and cfg.steps > cfg.max_steps:
+            raise ConfigError(f"--conf steps {cfg.steps} is above --conf max_steps {cfg.max_steps}; lower one of them.")
+        cfg.extra = {k: str(v) for k, v in conf.items() if k not in cls.KEYS}
+        return cfg
+
+    def finetuned_path(self) -> str:
+        return os.path.join(self.model_dir, FINETUNED_NAME)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.KEYS}
+
+
+def _int(conf: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
+    raw = conf[key]
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"--conf {key} must be a whole number between {lo} and {hi}; got {raw!r}.") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"--conf {key} must be between {lo} and {hi}; got {value}.")
+    return value
+
+
+def _device(name: str) -> str:
+    import torch
+
+    name = name.strip().lower()
+    if name in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--conf device {name} was asked for but no CUDA GPU is visible; use --conf device cpu (or auto)."
+            )
+        index = int(name[5:]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--conf device {name}: only {torch.cuda.device_count()} GPU(s) are visible; pick one of "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}."
+            )
+        return name
+    raise ConfigError(f"--conf device must be auto, cpu, cuda or cuda:N; got {name!r}.")

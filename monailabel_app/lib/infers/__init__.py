@@ -1,0 +1,4 @@
+from .drr import DRRTask
+from .enhance import EnhanceTask
+
+__all__ = ["DRRTask", "EnhanceTask"]

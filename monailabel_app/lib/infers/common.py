@@ -1,0 +1,321 @@
+"""Shared pieces of the inference tasks: request parameters, HTTP errors, CT cache, 2-D result writer.
+
+Nothing here computes images: DRRs, nodules and enhancement are calls into ``dxr_core``.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from dxr_core.errors import DXRError, GeometryError, InputError, ModelError, OptionError
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# errors -> HTTP
+# ----------------------------------------------------------------------------------------------------------------
+class NotFound(InputError):
+    """The study (image id) named in the request is not in the datastore."""
+
+
+class NoModel(ModelError):
+    """No DDPM-HQ checkpoint is installed, so enhancement cannot run."""
+
+
+def http_status(err: BaseException) -> int:
+    """The 4xx code a ``dxr_core`` error is answered with (anything else is a server bug: 500)."""
+    if isinstance(err, (NotFound, NoModel)):
+        return 404
+    if isinstance(err, (OptionError, GeometryError)):
+        return 422
+    if isinstance(err, ModelError):
+        return 409  # a model exists but cannot serve this request (incompatible checkpoint)
+    if isinstance(err, DXRError):
+        return 400
+    return 500
+
+
+def http_error(err: DXRError):
+    from fastapi import HTTPException
+
+    return HTTPException(status_code=http_status(err), detail=str(err))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# request parameters (values may arrive as JSON numbers, strings or lists)
+# ----------------------------------------------------------------------------------------------------------------
+
+def param(req: Mapping[str, Any], key: str, default: Any = None, aliases: Sequence[str] = ()) -> Any:
+    for k in (key, *aliases):
+        if k in req and req[k] is not None and req[k] != "":
+            return req[k]
+    return default
+
+
+def as_float(value: Any, key: str, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"Parameter {key!r} must be a number between {lo:g} and {hi:g}; got {value!r}.") from None
+    if not math.isfinite(x) or x > hi or x < lo or (lo_open and x == lo):
+        rng = f"above {lo:g} and at most {hi:g}" if lo_open else f"between {lo:g} and {hi:g}"
+        raise OptionError(f"Parameter {key!r} must be {rng}; got {value!r}.")
+    return x
+
+
+def as_int(value: Any, key: str, lo: int, hi: int) -> int:
+    try:
+        f = float(value)
+        ok = math.isfinite(f) and f.is_integer()
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or isinstance(value, bool):
+        raise OptionError(f"Parameter {key!r} must be a whole number between {lo} and {hi}; got {value!r}.")
+    x = int(f)
+    if not lo <= x <= hi:
+        raise OptionError(f"Parameter {key!r} must be between {lo} and {hi}; got {x}.")
+    return x
+
+
+def as_choice(value: Any, key: str, choices: Sequence[str]) -> str:
+    v = str(value).strip().lower()
+    if v not in choices:
+        raise OptionError(f"Parameter {key!r} must be one of {', '.join(choices)}; got {value!r}.")
+    return v
+
+
+def as_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise OptionError(f"Parameter {key!r} must be true or false; got {value!r}.")
+
+
+def as_size(value: Any, key: str, lo: int, hi: int) -> tuple[int, int]:
+    """An int (square) or [rows, cols] (also "rows,cols" / "rowsxcols")."""
+    if isinstance(value, str) and any(s in value for s in ",x"):
+        value = [v for v in value.replace("x", ",").split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise OptionError(f"Parameter {key!r} must be one number or [rows, cols]; got {value!r}.")
+        return as_int(value[0], f"{key}[0] (rows)", lo, hi), as_int(value[1], f"{key}[1] (cols)", lo, hi)
+    n = as_int(value, key, lo, hi)
+    return n, n
+
+
+def as_points(value: Any, key: str) -> np.ndarray:
+    """[[x, y, z], ...] LPS mm (one point may be given as [x, y, z])."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is not None and arr.ndim == 1 and arr.size == 3:
+        arr = arr[None, :]
+    if arr is None or arr.ndim != 2 or arr.shape[1] != 3 or arr.shape[0] == 0 or not np.all(np.isfinite(arr)):
+        raise OptionError(f"Parameter {key!r} must be a list of LPS points in mm, [[x, y, z], ...]; got {value!r}.")
+    return arr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------------------------------------------
+def image_path(req: Mapping[str, Any]) -> str:
+    path = req.get("image")
+    if not isinstance(path, str) or not path:
+        raise NotFound("The request names no study: give ?image=<study id> from /datastore, or upload a file.")
+    if not os.path.exists(path):
+        raise NotFound(f"Study file {path!r} no longer exists on the server; refresh the datastore and retry.")
+    return path
+
+
+class CTCache:
+    """The last few CT volumes read, keyed by path and modification time (thread-safe, bounded)."""
+
+    def __init__(self, capacity: int = 2):
+        self.capacity = max(0, int(capacity))
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(path: str) -> tuple:
+        st = os.stat(path)
+        if os.path.isdir(path):  # a DICOM series folder: any added/removed/changed file changes the key
+            entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(path) if e.is_file())
+            return (os.path.realpath(path), st.st_mtime_ns, hash(tuple(entries)))
+        return (os.path.realpath(path), st.st_mtime_ns, st.st_size)
+
+    def get(self, path: str):
+        key = self._key(path)
+        with self._lock:
+            vol = self._items.get(key)
+            if vol is not None:
+                self._items.move_to_end(key)
+                return vol
+        vol = read_ct(path)
+        if self.capacity:
+            with self._lock:
+                self._items[key] = vol
+                self._items.move_to_end(key)
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+        return vol
+
+    def read(self, path: str):
+        """Read without caching (uploaded files: used once, deleted after the request)."""
+        return read_ct(path)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+RADIOGRAPH_MODALITIES = ("DX", "CR", "RG", "MG", "XA", "RF", "PX", "IO", "OT")
+
+
+def input_kind(path: str) -> str:
+    """"ct" (a folder, a 3-D volume file or a CT DICOM file) or "radiograph" (one 2-D image), from headers only."""
+    if os.path.isdir(path):
+        return "ct"
+    name = os.path.basename(path).lower()
+    if name.endswith(RASTER_SUFFIXES):
+        return "radiograph"
+    if name.endswith(VOLUME_SUFFIXES):
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(path)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            raise InputError(f"{os.path.basename(path)!r} cannot be read: the file is truncated or corrupt; "
+                             "write or upload it again.") from None
+        size = reader.GetSize()
+        if len(size) == 2 or (len(size) == 3 and size[2] == 1):
+            return "radiograph"
+        return "ct"
+    if _is_dicom(path):
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        except Exception:
+            raise InputError(f"{os.path.basename(path)!r} is not a readable DICOM file (truncated or corrupt); "
+                             "write or upload it again.") from None
+        modality = str(getattr(ds, "Modality", "")).upper()
+        if modality in RADIOGRAPH_MODALITIES and int(getattr(ds, "NumberOfFrames", 1) or 1) == 1:
+            return "radiograph"
+        return "ct"
+    return "ct"  # let the CT reader decide and explain
+
+
+def _is_dicom(path: str) -> bool:
+    if path.lower().endswith((".dcm", ".dicom", ".ima")):
+        return True
+    try:
+        with open(path, "rb") as fp:
+            fp.seek(128)
+            return fp.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def read_ct(path: str):
+    """CT volume in HU through ``dxr_core.io``; a file that is not a CT is an InputError (400)."""
+    from dxr_core.io.ct import read_ct as _read
+
+    try:
+        if os.path.isfile(path) and _is_dicom(path):
+            # one uploaded DICOM file: read it alone (the reader would otherwise scan its whole folder, e.g. /tmp)
+            with tempfile.TemporaryDirectory(prefix="dxr-dcm-") as tmp:
+                alone = os.path.join(tmp, "image.dcm")
+                try:
+                    os.link(path, alone)
+                except OSError:
+                    shutil.copyfile(path, alone)
+                vol = _read(alone)
+                vol.meta["source"] = path
+                return vol
+        return _read(path)
+    except DXRError:
+        raise
+    except Exception as err:  # a reader bug on a strange file must still be a clear 4xx, not a 500
+        raise InputError(f"Could not read {os.path.basename(path)!r} as a CT ({type(err).__name__}: {err}); "
+                         "give a CT DICOM series or a 3-D NIfTI/NRRD/MHA file.") from err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# outputs
+# ----------------------------------------------------------------------------------------------------------------
+OUTPUT_DTYPES = ("float32", "uint16")
+
+
+def write_result_nrrd(image: np.ndarray, pixel_spacing_mm: Sequence[float], dtype: str,
+                      meta: Mapping[str, str] | None = None) -> str:
+    """Write a 2-D radiograph (rows, cols) to a temporary .nrrd with its pixel spacing; return the path.
+
+    ``pixel_spacing_mm`` is DICOM (row, col) order; NRRD/ITK spacing is (x = col, y = row). ``dtype`` "float32"
+    keeps [0, 1] values, "uint16" stores round(value * 65535). The server deletes the file after sending it.
+    """
+    import SimpleITK as sitk
+
+    from dxr_core.io.atomic import atomic_path
+
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"result image must be 2-D, got {img.shape}")
+    if dtype == "uint16":
+        from dxr_core.io.dicom import to_uint16
+
+        arr = to_uint16(img)
+    else:
+        arr = np.ascontiguousarray(img, dtype=np.float32)
+    out = sitk.GetImageFromArray(arr)
+    out.SetSpacing((float(pixel_spacing_mm[1]), float(pixel_spacing_mm[0])))
+    for k, v in (meta or {}).items():
+        out.SetMetaData(str(k), str(v))
+    fd, path = tempfile.mkstemp(prefix="dxr-", suffix=".nrrd")
+    os.close(fd)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(out, str(tmp), True)
+    return path
+
+
+def release_memory() -> None:
+    """Give freed numpy/torch buffers back to the OS so a long-running server returns to its idle size."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def jsonable(obj: Any) -> Any:
+    """numpy scalars/arrays, tuples and nested containers -> plain JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,262 @@
+"""``drr_enhance`` task: CT study -> DRR -> DDPM-HQ enhanced (super-resolved) radiograph, or an uploaded /
+stored radiograph -> enhanced radiograph.
+
+Request parameters (besides all ``drr`` parameters, used when the input is a CT):
+
+=========  ===================================================================================================
+sampler    dpmpp (default, DPM-Solver++ 2M), ddim, or ddpm (ancestral over all T steps: slow)
+steps      sampler steps / network evaluations (default 20; 1 .. --conf max_steps)
+scale      output size / input size (default 2: 512 -> 1024); 1 .. 4
+seed       noise seed (default 0): same seed, same output
+tile       largest network tile in pixels (default 512; tiles are blended, the noise field is global)
+=========  ===================================================================================================
+
+The model is, in order: ``--conf model_path``; the fine-tuned checkpoint written by ``/train/ddpm_hq_finetune``
+into ``--conf model_dir``; the weights shipped in ``dxr_core/weights``. With none installed the request is answered
+404 with a sentence saying so (the server keeps serving DRRs).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Dict, Tuple
+
+import numpy as np
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from dxr_core.errors import InputError, OptionError
+
+from ..configs import AppConfig
+from .common import (
+    CTCache,
+    NoModel,
+    as_choice,
+    as_float,
+    as_int,
+    image_path,
+    input_kind,
+    jsonable,
+    param,
+    release_memory,
+    write_result_nrrd,
+)
+from .drr import DRRParams, drr_result_json, nrrd_meta, render
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SAMPLER = "dpmpp"
+DEFAULT_STEPS = 20
+
+
+def scale_matrix(sy: float, sx: float) -> np.ndarray:
+    """3x3 map of pixel-centre coordinates (col, row, 1) of an image onto the same field of view resampled by
+    (sy rows, sx cols) per pixel: c' = sx * c + (sx - 1) / 2 (pixel centres at integers)."""
+    return np.array([[sx, 0.0, (sx - 1.0) / 2.0], [0.0, sy, (sy - 1.0) / 2.0], [0.0, 0.0, 1.0]])
+
+
+def scale_labels(labels, sy: float, sx: float):
+    """Nodule labels of the low-resolution DRR -> the same labels on the enhanced pixel grid.
+
+    Points (centre, box corners) are pixel-centre coordinates; a box [c0, r0, c1, r1] uses pixel edges when it
+    is half-open, which maps the same way as centres since both are affine in the same coordinates. Masks are
+    resampled nearest-neighbour. Keys that are not pixel geometry are kept as they are.
+    """
+    from .label_geometry import rescale_label
+
+    return [rescale_label(lab, sy, sx) for lab in labels]
+
+
+class _EnhancerCache:
+    """One loaded enhancer (the last used), reloaded when the checkpoint file changes."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key: Tuple | None = None
+        self._enhancer = None
+
+    def get(self, path: str, device: str):
+        from dxr_core.diffusion.enhancer import load_enhancer
+
+        st = os.stat(path)
+        key = (os.path.realpath(path), st.st_mtime_ns, st.st_size, device)
+        with self._lock:
+            if self._key != key:
+                self._enhancer, self._key = None, None
+                release_memory()
+                self._enhancer = load_enhancer(path, device=device)
+                self._key = key
+            return self._enhancer
+
+
+class EnhanceTask(BasicInferTask):
+    """Radiograph (or CT -> DRR) -> DDPM-HQ enhanced radiograph, calling ``dxr_core.diffusion`` directly."""
+
+    def __init__(self, cfg: AppConfig, ct_cache: CTCache):
+        super().__init__(
+            path=None,
+            network=None,
+            type=InferType.OTHERS,
+            labels=["nodule"],
+            dimension=2,
+            description="DDPM-HQ diffusion enhancement and super-resolution of a radiograph (uploaded file or study), "
+            "or of the DRR of a CT study (all `drr` params apply). Params: sampler (dpmpp, ddim, ddpm), steps, scale "
+            "(default 2), seed, tile, output_dtype.",
+            config={
+                "sampler": cfg.sampler or DEFAULT_SAMPLER,
+                "steps": cfg.steps or DEFAULT_STEPS,
+                "scale": 2,
+                "seed": 0,
+            },
+        )
+        self.cfg = cfg
+        self.ct_cache = ct_cache
+        self._enhancers = _EnhancerCache()
+        self._run_lock = threading.Lock()  # one enhancement at a time: bounds memory on a shared server
+
+    def is_valid(self) -> bool:
+        return True  # listed even without weights; requests then get a clear 404 (see model_path)
+
+    # model ----------------------------------------------------------------------------------------------------
+    def model_path(self) -> str | None:
+        from dxr_core.diffusion.enhancer import DEFAULT_WEIGHTS
+
+        for p in (self.cfg.model_path, self.cfg.finetuned_path(), str(DEFAULT_WEIGHTS)):
+            if p and os.path.isfile(p):
+                return p
+        return None
+
+    def get_path(self, validate=True):
+        return self.model_path()
+
+    def model_status(self) -> Dict[str, Any]:
+        path = self.model_path()
+        return {"installed": path is not None, "model_path": path, "device": self.cfg.device}
+
+    def _require_model(self) -> str:
+        path = self.model_path()
+        if path is None:
+            from dxr_core.diffusion.enhancer import DEFAULT_WEIGHTS
+
+            raise NoModel(
+                "No DDPM-HQ enhancement model is installed on this server (no --conf model_path, no fine-tuned "
+                f"{self.cfg.finetuned_path()}, no shipped {DEFAULT_WEIGHTS}); install the shipped weights, restart "
+                "with --conf model_path FILE.pt, or fine-tune one with POST /train/ddpm_hq_finetune. DRRs (task "
+                "'drr') still work."
+            )
+        return path
+
+    # stages -------------------------------------------------------------------------------------------------
+    def pre_transforms(self, data=None):
+        return [self._parse, self._load]
+
+    def _parse(self, data):
+        from dxr_core.diffusion.samplers import SAMPLERS
+
+        data["dxr_model_path"] = self._require_model()
+        sampler = as_choice(param(data, "sampler", self.cfg.sampler or DEFAULT_SAMPLER), "sampler", SAMPLERS)
+        steps = as_int(param(data, "steps", self.cfg.steps or DEFAULT_STEPS), "steps", 1, self.cfg.max_steps)
+        scale = as_float(param(data, "scale", 2), "scale", 1.0, 4.0)
+        seed = as_int(param(data, "seed", 0), "seed", 0, 2**31 - 1)
+        tile = as_int(param(data, "tile", 512), "tile", 32, 4096)
+        data["dxr_enhance"] = {"sampler": sampler, "steps": steps, "scale": scale, "seed": seed, "tile": tile}
+        data["dxr_params"] = DRRParams.from_request(data, self.cfg)  # DRR params (used for CT input) + output_dtype
+        return data
+
+    def _load(self, data):
+        path = image_path(data)
+        kind = input_kind(path)
+        data["dxr_kind"] = kind
+        if kind == "ct":
+            vol = self.ct_cache.get(path) if data.get("dxr_from_datastore") else self.ct_cache.read(path)
+            p: DRRParams = data["dxr_params"]
+            drr, labels = render(vol, p)
+            data["drr"], data["nodule_labels"] = drr, labels
+            data["lq"], data["lq_spacing"] = drr.image, tuple(drr.geometry.pixel_spacing_mm)
+        else:
+            from dxr_core.io.radiograph import read_radiograph
+
+            try:
+                img, spacing, meta = read_radiograph(path)
+            except InputError:
+                raise
+            except Exception as err:
+                raise InputError(f"Could not read {os.path.basename(path)!r} as a radiograph ({type(err).__name__}); "
+                                 "upload a DICOM DX/CR, PNG, TIFF or 2-D NRRD image.") from err
+            data["lq"], data["lq_spacing"], data["lq_meta"] = img, spacing, meta
+        rows, cols = data["lq"].shape
+        e = data["dxr_enhance"]
+        out = (round(rows * e["scale"]), round(cols * e["scale"]))
+        limit = 2 * self.cfg.max_size
+        if max(out) > limit:
+            raise OptionError(f"The enhanced image would be {out[0]} x {out[1]} pixels, above this server's limit of "
+                              f"{limit}; lower 'scale' or 'size' (or raise --conf max_size).")
+        return data
+
+    def inverse_transforms(self, data=None):
+        return None
+
+    def post_transforms(self, data=None):
+        return []
+
+    def run_inferer(self, data, convert_to_batch=True, device="cuda"):
+        e = data["dxr_enhance"]
+        enhancer = self._enhancers.get(data["dxr_model_path"], self.cfg.device)
+        evaluations = enhancer.evaluations(e["sampler"], e["steps"])
+        if evaluations > self.cfg.max_steps:
+            raise OptionError(f"Sampler {e['sampler']!r} runs {evaluations} network evaluations, above this server's "
+                              f"limit of {self.cfg.max_steps}; use sampler dpmpp or ddim with fewer steps.")
+        with self._run_lock:
+            out = enhancer.enhance(data.pop("lq"), scale=e["scale"], sampler=e["sampler"], steps=e["steps"],
+                                   seed=e["seed"], tile=e["tile"])
+        e["network_evaluations"] = evaluations
+        data[self.output_label_key] = np.asarray(out, dtype=np.float32)
+        return data
+
+    def writer(self, data, extension=None, dtype=None):
+        p: DRRParams = data["dxr_params"]
+        e = data["dxr_enhance"]
+        img = data.pop(self.output_label_key)
+        rows, cols = img.shape
+        lq_spacing = data.get("lq_spacing")
+        enh = dict(e)
+        enh["model_path"] = data["dxr_model_path"]
+        if data["dxr_kind"] == "ct":
+            drr = data.pop("drr")
+            lq_rows, lq_cols = drr.geometry.size
+            g = drr.geometry.with_size((rows, cols))  # same detector, finer pixels
+            sy, sx = rows / lq_rows, cols / lq_cols
+            result = drr_result_json(drr, scale_labels(data.pop("nodule_labels"), sy, sx), p,
+                                     g.pixel_spacing_mm, (rows, cols), "drr_enhance")
+            result["geometry"] = jsonable(g.to_dict())
+            result["projection_matrix"] = jsonable(np.asarray(g.projection_matrix))
+            result["lq"] = {"size": [int(lq_rows), int(lq_cols)],
+                            "pixel_spacing_mm": jsonable(list(drr.geometry.pixel_spacing_mm)),
+                            "projection_matrix": jsonable(np.asarray(drr.geometry.projection_matrix))}
+            spacing = g.pixel_spacing_mm
+            meta = nrrd_meta(g, "drr_enhance")
+        else:
+            lq_meta = data.pop("lq_meta", {})
+            lq_rows, lq_cols = round(rows / e["scale"]), round(cols / e["scale"])
+            sy, sx = e["scale"], e["scale"]
+            spacing = (lq_spacing[0] / sy, lq_spacing[1] / sx) if lq_spacing else None
+            result = {
+                "task": "drr_enhance",
+                "input": {"kind": "radiograph", "format": lq_meta.get("format"),
+                          "pixel_spacing_mm": jsonable(list(lq_spacing)) if lq_spacing else None},
+                "image": {"size": [int(rows), int(cols)],
+                          "pixel_spacing_mm": jsonable(list(spacing)) if spacing else None,
+                          "dtype": p.output_dtype,
+                          "value_range": [0, 65535] if p.output_dtype == "uint16" else [0.0, 1.0],
+                          "format": "nrrd", "photometric": "MONOCHROME2 (bone bright)"},
+            }
+            side = lq_meta.get("sidecar") or {}
+            if side.get("projection_matrix") is not None:  # a DRR with its sidecar: carry the projection over
+                pm = scale_matrix(sy, sx) @ np.asarray(side["projection_matrix"], dtype=np.float64)
+                result["projection_matrix"] = jsonable(pm)
+            meta = {"dxr_task": "drr_enhance"}
+        result["enhance"] = jsonable(enh)
+        path = write_result_nrrd(img, spacing or (1.0, 1.0), p.output_dtype, meta)
+        release_memory()
+        return path, result

@@ -1,0 +1,3 @@
+from .ddpm_hq import DDPMHQFineTune
+
+__all__ = ["DDPMHQFineTune"]
