@@ -9,11 +9,14 @@ Volume files are read with SimpleITK.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -48,7 +51,7 @@ def read_ct(path: str | os.PathLike) -> Volume:
 
     Returns a :class:`Volume` whose ``meta`` holds ``source`` (the path given), ``format`` ("dicom", "nifti",
     "nrrd", "metaimage") and, for DICOM, ``dicom`` (patient/study/series tags as strings) and ``series``
-    (number of slices, files used, the series chosen and the others skipped).
+    (number of slices, first file, the series chosen and the others skipped).
     Raises :class:`InputError` with a sentence naming the problem and the fix for every unusable input.
     """
     p = Path(path).expanduser()
@@ -182,7 +185,33 @@ def _format_of(p: Path) -> str:
     return p.suffix.lstrip(".").lower() or "unknown"
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what ITK's C++ readers print straight to file descriptor 2 (e.g. MetaIO's "data not read
+    completely"): the failure is reported once, as an InputError sentence."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def _read_volume_file(p: Path) -> Volume:
+    with _quiet_native_stderr():
+        return _read_volume_file_loud(p)
+
+
+def _read_volume_file_loud(p: Path) -> Volume:
     import SimpleITK as sitk
 
     if p.is_file() and p.stat().st_size == 0:
@@ -463,7 +492,7 @@ def _assemble_series(folder: Path, items: list[tuple[Path, Any]], uid: str, skip
         "series": {
             "SeriesInstanceUID": uid,
             "n_slices": len(order),
-            "files": [str(items[i][0]) for i in order],
+            "first_file": str(items[order[0]][0]),
             "skipped_series": skipped,
         },
     }
@@ -524,5 +553,5 @@ def _read_multiframe(f: Path, ds) -> Volume:
     vol = _read_volume_file(f)
     vol.meta.update({"format": "dicom", "dicom": dicom_meta(ds),
                      "series": {"SeriesInstanceUID": str(getattr(ds, "SeriesInstanceUID", "")),
-                                "n_slices": vol.array.shape[0], "files": [str(f)], "skipped_series": {}}})
+                                "n_slices": vol.array.shape[0], "first_file": str(f), "skipped_series": {}}})
     return vol
