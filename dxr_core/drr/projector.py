@@ -23,6 +23,7 @@ interpolation is torch's ``grid_sample`` / ``gather`` / sparse matmul.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 from typing import Callable, Sequence
 
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dxr_core.drr import _ckernel
 from dxr_core.errors import GeometryError, InputError
 
 __all__ = ["project", "project_tensor", "PlaneSource", "set_threads"]
@@ -71,13 +73,20 @@ class PlaneSource:
 
     def __init__(self, shape_zyx: Sequence[int], channels: int, device: torch.device,
                  tensor: torch.Tensor | None = None,
-                 make: Callable[[int], torch.Tensor] | None = None) -> None:
+                 make: Callable[[int], torch.Tensor] | None = None,
+                 raw: np.ndarray | None = None, transfer: tuple[int, float, float, float] = (0, 0.0, 0.0, 1.0)) -> None:
         self.shape_zyx = tuple(int(s) for s in shape_zyx)
         self.channels = int(channels)
-        self.device = device
+        self.device = torch.device(device)
         self._tensor = tensor
         self._make = make
         self._cache: dict[int, torch.Tensor] = {}
+        # native-kernel shortcut (CPU): the unpermuted (Cin, Z, Y, X) float32 array plus a voxel transfer
+        # (mode 0 identity, 1 HU->basis, 2 HU->mu; params mw, mb, hu_bone), converted on the fly per tap.
+        self.raw = raw
+        self.transfer = transfer
+        if raw is None and tensor is not None and tensor.device.type == "cpu":
+            self.raw = tensor.contiguous().numpy()
 
     @classmethod
     def from_array(cls, array: np.ndarray | torch.Tensor, device: str | torch.device = "cpu") -> "PlaneSource":
@@ -104,7 +113,14 @@ def _check_volume_values(array) -> None:
     a = torch.as_tensor(array)
     if a.numel() == 0:
         raise InputError("The CT volume is empty (a dimension has size 0); give a non-empty volume.")
-    if not bool(torch.isfinite(a).all()):
+    # fast check: a NaN/inf anywhere makes the sum non-finite (a full check confirms, e.g. after overflow)
+    arr = a.numpy() if a.device.type == "cpu" else None
+    finite = bool(np.isfinite(arr.sum())) if arr is not None else bool(torch.isfinite(a.sum()))
+    if not finite and not bool(torch.isfinite(a).all()):
+        finite = False
+    elif not finite:
+        finite = True
+    if not finite:
         raise InputError("The CT volume contains NaN or infinite voxels; fill them (e.g. with -1000 HU for air) "
                          "or fix the conversion that produced them.")
 
@@ -178,6 +194,33 @@ def project_tensor(source: PlaneSource, index_to_world: np.ndarray, geometry, pi
         k_lo = np.minimum(s_idx[axis], s_idx[axis] + da)
         k_hi = np.maximum(s_idx[axis], s_idx[axis] + da)
         need_clip = bool(np.any(k_lo > -1.0) or np.any(k_hi < n_a))
+        lib = _ckernel.load() if dev.type == "cpu" else None
+        if lib is not None:
+            # per-ray plane range: inside [source, pixel] and where the in-plane point is within (-1, size)
+            lo = np.maximum(np.ceil(k_lo - 1e-9), 0.0)
+            hi = np.minimum(np.floor(k_hi + 1e-9), n_a - 1.0)
+            for bq, mq, nq in ((bw, mw, W), (bh, mh, H)):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ka = (-1.0 - bq) / mq
+                    kb = (nq - bq) / mq
+                kl = np.where(mq > 0, ka, np.where(mq < 0, kb, -np.inf))
+                kh = np.where(mq > 0, kb, np.where(mq < 0, ka, np.inf))
+                miss = (mq == 0) & ((bq <= -1.0) | (bq >= nq))
+                lo = np.maximum(lo, np.floor(kl))
+                hi = np.minimum(hi, np.ceil(kh))
+                hi = np.where(miss, -1.0, hi)
+            lo = np.clip(lo, 0, n_a).astype(np.int32)
+            hi = np.clip(hi, -1, n_a - 1).astype(np.int32)
+            pl = planes.contiguous().numpy()
+            res = np.zeros((C, sel.size), dtype=np.float32)
+            f64 = [np.ascontiguousarray(x, dtype=np.float64) for x in (bw, mw, bh, mh)]
+            lib.joseph_general(_ckernel.ptr(pl, ctypes.c_float), C, n_a, H, W, sel.size,
+                               *(_ckernel.ptr(x, ctypes.c_double) for x in f64),
+                               _ckernel.ptr(lo, ctypes.c_int32), _ckernel.ptr(hi, ctypes.c_int32),
+                               _ckernel.ptr(res, ctypes.c_float), set_threads())
+            res *= step_mm[sel].astype(np.float32)[None]
+            out[:, torch.as_tensor(sel)] = torch.from_numpy(res)
+            continue
         gb = torch.as_tensor(np.stack([gbw, gbh], -1), dtype=torch.float32, device=dev)
         gm = torch.as_tensor(np.stack([gmw, gmh], -1), dtype=torch.float32, device=dev)
         klo_t = torch.as_tensor(k_lo, dtype=torch.float32, device=dev)
@@ -227,8 +270,11 @@ def _project_separable(source: PlaneSource, axes, s_idx, d0, du, dv, amat, box, 
     dev = source.device
     C = source.channels
     perm, h_ax, w_ax = _LAYOUT[a]
-    planes = source.planes(a)  # (N, C, H, W)
-    n_a, _, H, W = planes.shape
+    nz, ny, nx = source.shape_zyx
+    n_a = (nx, ny, nz)[a]
+    H, W = (nz, nz, ny)[a], (ny, nx, nx)[a]
+    lib0 = _ckernel.load() if dev.type == "cpu" else None
+    planes = None if (lib0 is not None and source.raw is not None) else source.planes(a)  # (N, C, H, W)
     # p(c, r)_a is constant (detector parallel to the planes); rays: q(k) = s_q + (k - s_a)/(p_a - s_a) (p_q - s_q)
     pa = d0[a]
     denom = pa - s_idx[a]
@@ -246,10 +292,15 @@ def _project_separable(source: PlaneSource, axes, s_idx, d0, du, dv, amat, box, 
     D[..., a] = denom
     D[..., cu] = (pu - s_idx[cu])[None, :]
     D[..., cv] = (pv - s_idx[cv])[:, None]
-    step_mm = torch.as_tensor(np.linalg.norm(D @ amat.T, axis=-1) / abs(denom), dtype=torch.float32, device=dev)
-    out = torch.zeros((C, h, w), dtype=torch.float32, device=dev)
+    step_np = (np.linalg.norm(D @ amat.T, axis=-1) / abs(denom)).astype(np.float32)
     if kmax < kmin:
-        return out
+        return torch.zeros((C, h, w), dtype=torch.float32, device=dev)
+    lib = _ckernel.load() if dev.type == "cpu" else None
+    if lib is not None:
+        return _separable_native(lib, source, planes, a, cu, cv, w_ax, H, W, C, h, w, kmin, kmax, s_idx, denom,
+                                 pu, pv, step_np)
+    step_mm = torch.as_tensor(step_np, device=dev)
+    out = torch.zeros((C, h, w), dtype=torch.float32, device=dev)
     # which layout axis is the pixel-column axis: W or H of the plane stack
     col_is_w = (cu == w_ax)
     n_col_ax = W if col_is_w else H
@@ -286,6 +337,53 @@ def _project_separable(source: PlaneSource, axes, s_idx, d0, du, dv, amat, box, 
         out += torch.lerp(g0, g1, fv[j0:j1][:, None, :, None]).sum(0)
     out *= step_mm[None]
     return out
+
+
+def _separable_native(lib, source, planes, a, cu, cv, w_ax, H, W, C, h, w, kmin, kmax, s_idx, denom, pu, pv, step_np):
+    """The separable case on the native C kernel (all set-up in float64 numpy; reads the volume in place)."""
+    nz, ny, nx = source.shape_zyx
+    col_is_w = (cu == w_ax)
+    n_col_ax = (nx, ny, nz)[cu]
+    n_row_ax = (nx, ny, nz)[cv]
+    ks = np.arange(kmin, kmax + 1, dtype=np.float64)
+    K = len(ks)
+    alpha = (ks - s_idx[a]) / denom
+    qu = s_idx[cu] + alpha[:, None] * (pu - s_idx[cu])[None, :]  # (K, w)
+    qv = s_idx[cv] + alpha[:, None] * (pv - s_idx[cv])[None, :]  # (K, h)
+
+    def taps(q, n):
+        t0 = np.floor(q)
+        f = (q - t0).astype(np.float32)
+        t0 = t0.astype(np.int64)
+        t1 = t0 + 1
+        w0 = np.where((t0 >= 0) & (t0 < n), 1.0 - f, 0.0).astype(np.float32)
+        w1 = np.where((t1 >= 0) & (t1 < n), f, 0.0).astype(np.float32)
+        return (np.clip(t0, 0, n - 1).astype(np.int32), np.clip(t1, 0, n - 1).astype(np.int32), w0, w1)
+
+    iv0, iv1, wv0, wv1 = taps(qv, n_row_ax)
+    iu0, iu1, wu0, wu1 = taps(qu, n_col_ax)
+    if source.raw is not None:  # natural (Cin, Z, Y, X) layout, any strides: no copy
+        pl = source.raw
+        cin = pl.shape[0]
+        strides_idx = (1, nx, nx * ny)  # elements per i, j, k step
+        s_k, s_c = strides_idx[a], nx * ny * nz
+        s_r, s_u = strides_idx[cv], strides_idx[cu]
+        mode, tmw, tmb, thb = source.transfer
+    else:
+        pl = planes.contiguous().numpy()
+        cin = C
+        s_k, s_c = C * H * W, H * W
+        s_r, s_u = (W, 1) if col_is_w else (1, W)
+        mode, tmw, tmb, thb = 0, 0.0, 0.0, 1.0
+    res = np.zeros((C, h, w), dtype=np.float32)
+    P = _ckernel.ptr
+    lib.joseph_separable(P(pl, ctypes.c_float), s_k, s_c, s_r, s_u, cin, int(mode), float(tmw), float(tmb),
+                         float(thb), int(n_col_ax), K, kmin, h, w,
+                         P(iv0, ctypes.c_int32), P(iv1, ctypes.c_int32), P(wv0, ctypes.c_float), P(wv1, ctypes.c_float),
+                         P(iu0, ctypes.c_int32), P(iu1, ctypes.c_int32), P(wu0, ctypes.c_float), P(wu1, ctypes.c_float),
+                         P(res, ctypes.c_float), set_threads())
+    res *= step_np[None]
+    return torch.from_numpy(res)
 
 
 def project(volume, geometry, pixel_box=None, device: str | torch.device = "cpu") -> np.ndarray:

@@ -105,7 +105,9 @@ def _hu_plane_source(hu: np.ndarray, physics: Physics, channels: int, device: to
         return out
 
     z, y, x = hu.shape
-    return PlaneSource((z, y, x), channels, device, make=make)
+    raw = hu_t.numpy()[None] if device.type == "cpu" else None  # native kernel converts HU per tap (no copy)
+    transfer = (1 if channels == 2 else 2, mw, mb, float(hu_bone))
+    return PlaneSource((z, y, x), channels, device, make=make, raw=raw, transfer=transfer)
 
 
 def apply_physics(physics: Physics, line_integral: np.ndarray, basis: np.ndarray | None,
