@@ -168,3 +168,17 @@ def test_oblique_dicom_and_nifti_give_the_same_drr(tmp_path):
     np.testing.assert_allclose(a, b, atol=1e-4)
     ja, jb = (json.loads((out / f"{s}.json").read_text()) for s in ("dicom", "nifti"))
     np.testing.assert_allclose(ja["projection_matrix"], jb["projection_matrix"], atol=1e-6)
+
+
+@needs_renderer
+def test_stale_temporaries_of_a_killed_run_are_cleaned(tmp_path):
+    sitk.WriteImage(chest(nz=8, n=20).to_sitk(), str(tmp_path / "ct.nrrd"))
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".ct.png.abc123.part.png"  # what atomic_path leaves behind when the process is SIGKILLed
+    stale.write_bytes(b"half")
+    (out / "ct.png").write_bytes(b"old unfinished run without sidecar")
+    run_dxr("drr", "--ct", tmp_path / "ct.nrrd", "--out", out, "--size", "24", "--spacing-mm", "12",
+            "--mode", "mono", "--formats", "png,json", check=True)
+    assert sorted(p.name for p in out.iterdir()) == ["ct.json", "ct.png"]
+    assert read_radiograph(out / "ct.png")[0].shape == (24, 24)

@@ -333,3 +333,37 @@ def test_copy_of_series_is_stable(series, tmp_path):
     read_ct(folder)
     shutil.copytree(folder, tmp_path / "copy")
     assert sorted((p.name, p.stat().st_size) for p in folder.iterdir()) == before
+
+
+def test_rle_compressed_and_per_slice_rescale(series):
+    from pydicom.uid import RLELossless
+
+    vol, folder, paths = series
+    ds = pydicom.dcmread(paths[2])  # this slice stored with its own rescale
+    k = int(ds.InstanceNumber) - 1
+    hu = vol.array[k].astype(np.float64)
+    ds.RescaleSlope, ds.RescaleIntercept = "2", "-3000"
+    ds.PixelData = np.round((hu + 3000) / 2).astype(np.uint16).tobytes()
+    ds.save_as(paths[2])
+    ds = pydicom.dcmread(paths[5])
+    ds.compress(RLELossless)
+    ds.save_as(paths[5])
+    got = read_ct(folder)
+    expect = vol.array.copy()
+    expect[k] = np.round((hu + 3000) / 2) * 2 - 3000
+    np.testing.assert_array_equal(got.array, expect)
+
+
+def test_dicomdir_beside_the_slices_is_ignored(series):
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    vol, folder, _ = series
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    ds.FileSetID = "DXR"
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+    ds.save_as(folder / "DICOMDIR", write_like_original=False)
+    np.testing.assert_array_equal(read_ct(folder).array, vol.array)

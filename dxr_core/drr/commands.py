@@ -251,12 +251,31 @@ def _physics(args: argparse.Namespace):
         raise OptionError(f"Invalid physics settings ({err}); check --mode, --kvp, --energy-kev and --dose.") from None
 
 
+def remove_stale_temps(out_dir: Path, stem: str) -> None:
+    """Delete temporaries that a killed earlier run left for this stem (``.<stem>.<ext>.*.part*``)."""
+    if not out_dir.is_dir():
+        return
+    from dxr_core.io.radiograph import _EXT
+
+    for ext in _EXT.values():
+        for f in out_dir.glob(f".{glob_escape(stem)}{ext}.*.part*"):
+            if f.is_file():
+                f.unlink(missing_ok=True)
+
+
+def glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
+
+
 def render_one(job: RenderJob, formats: tuple[str, ...], settings: dict[str, Any],
                hooks: list[ModuleType]) -> dict[str, Path]:
     """Read, (hooks), project, (hooks), write one CT. Raises DXRError on bad input or options."""
     from dxr_core.io import read_ct, write_drr
 
     args = job.args
+    remove_stale_temps(job.out_dir, job.stem)
     job.volume = read_ct(job.ct_path)
     from dxr_core.drr import make_geometry, render_drr
 

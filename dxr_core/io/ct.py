@@ -80,7 +80,7 @@ def read_ct(path: str | os.PathLike) -> Volume:
     elif _is_dicom_file(p):
         # one file of a series: read the series it belongs to from its folder
         ds = _read_header(p)
-        uid = str(getattr(ds, "SeriesInstanceUID", "")) if ds is not None else ""
+        uid = str(getattr(ds, "SeriesInstanceUID", "")) if ds is not None and ds is not NOT_AN_IMAGE else ""
         dicoms, _, _ = _scan_folder(p.parent)
         vol = _read_dicom_series(p.parent, dicoms, series_uid=uid or None, named_file=p)
     else:
@@ -154,6 +154,9 @@ def _scan_folder(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
     return dicoms, volumes, others
 
 
+NOT_AN_IMAGE = object()  # _read_header: a valid DICOM file that is not an image (e.g. DICOMDIR)
+
+
 def _read_header(f: Path):
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -162,9 +165,13 @@ def _read_header(f: Path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(str(f), stop_before_pixels=True, force=_has_suffix(f, DICOM_SUFFIXES))
-            # a forced read of a non-DICOM file yields junk elements: require the basics of an image/object
             if not any(k in ds for k in ("SOPClassUID", "Modality", "SeriesInstanceUID")):
-                return None
+                # a DICOMDIR or other valid non-image object is skipped; a forced read of a non-DICOM file
+                # (junk elements, no Part 10 header) counts as unreadable
+                ms = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+                if ms is None or "Image" in str(getattr(ms, "name", "")):  # an image cut short: unreadable
+                    return None
+                return NOT_AN_IMAGE
             return ds
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError,
             NotImplementedError, OverflowError):
@@ -344,8 +351,11 @@ def _read_dicom_series(folder: Path, files: list[Path], series_uid: str | None =
         ds = _read_header(f)
         if ds is None:
             unreadable.append(f)
-        else:
+        elif ds is not NOT_AN_IMAGE:
             headers.append((f, ds))
+    if not headers and not unreadable:
+        raise InputError(f"The DICOM files in {str(folder)!r} hold no images (e.g. only a DICOMDIR); give the "
+                         "folder that holds the CT slices.")
     if not headers:
         raise InputError(f"None of the {len(files)} DICOM-looking file(s) in {str(folder)!r} can be read (first: "
                          f"{unreadable[0].name!r}); they are corrupt or not DICOM: export the series again.")
@@ -390,12 +400,16 @@ def _read_dicom_series(folder: Path, files: list[Path], series_uid: str | None =
     return _assemble_series(folder, items, chosen_uid, skipped)
 
 
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _assemble_series(folder: Path, items: list[tuple[Path, Any]], uid: str, skipped: dict[str, str]) -> Volume:
     where = f"the CT series in {str(folder)!r}"
     if len(items) == 1 and int(getattr(items[0][1], "NumberOfFrames", 1) or 1) > 1:
         return _read_multiframe(items[0][0], items[0][1])
     if len(items) < 2:
-        raise InputError(f"{where.capitalize()} has a single slice, i.e. a 2-D image; give a CT series with many "
+        raise InputError(f"{_cap(where)} has a single slice, i.e. a 2-D image; give a CT series with many "
                          "slices (a radiograph or one slice cannot be projected).")
 
     iops, ipps, pss, shapes = [], [], [], []
@@ -420,20 +434,20 @@ def _assemble_series(folder: Path, items: list[tuple[Path, Any]], uid: str, skip
     # consistency: orientation, pixel spacing, matrix size
     if np.abs(iops_a - iops_a[0]).max() > _DIR_TOL:
         k = int(np.argmax(np.abs(iops_a - iops_a[0]).max(axis=1)))
-        raise InputError(f"{where.capitalize()} mixes slice orientations (slice {items[k][0].name!r} differs from "
+        raise InputError(f"{_cap(where)} mixes slice orientations (slice {items[k][0].name!r} differs from "
                          f"{items[0][0].name!r}); give a single-orientation series or split it.")
     if np.abs(pss_a - pss_a[0]).max() > 1e-4 * max(1.0, float(pss_a[0].max())):
         k = int(np.argmax(np.abs(pss_a - pss_a[0]).max(axis=1)))
-        raise InputError(f"{where.capitalize()} has inconsistent pixel spacing ({list(pss_a[0])} vs {list(pss_a[k])} "
+        raise InputError(f"{_cap(where)} has inconsistent pixel spacing ({list(pss_a[0])} vs {list(pss_a[k])} "
                          f"mm in {items[k][0].name!r}); resample it to one spacing or give a consistent series.")
     if len(set(shapes)) != 1 or shapes[0][0] < 1 or shapes[0][1] < 1:
-        raise InputError(f"{where.capitalize()} has slices of different or empty matrix sizes {sorted(set(shapes))}; "
+        raise InputError(f"{_cap(where)} has slices of different or empty matrix sizes {sorted(set(shapes))}; "
                          "give a consistent series.")
 
     row_dir, col_dir = iops_a[0][:3], iops_a[0][3:]
     nr, nc = np.linalg.norm(row_dir), np.linalg.norm(col_dir)
     if abs(nr - 1) > 1e-3 or abs(nc - 1) > 1e-3 or abs(float(row_dir @ col_dir)) > 1e-3:
-        raise InputError(f"{where.capitalize()} has an invalid ImageOrientationPatient {list(iops_a[0])} (not two "
+        raise InputError(f"{_cap(where)} has an invalid ImageOrientationPatient {list(iops_a[0])} (not two "
                          "orthogonal unit vectors); fix the DICOM header.")
     row_dir, col_dir = row_dir / nr, col_dir / nc
     col_dir = col_dir - (col_dir @ row_dir) * row_dir
@@ -450,7 +464,7 @@ def _assemble_series(folder: Path, items: list[tuple[Path, Any]], uid: str, skip
     dup = np.flatnonzero(dz < _POS_TOL_MM)
     if dup.size:
         i = int(dup[0])
-        raise InputError(f"{where.capitalize()} has duplicated slices at the same position ({names[i]!r} and "
+        raise InputError(f"{_cap(where)} has duplicated slices at the same position ({names[i]!r} and "
                          f"{names[i + 1]!r} at {z_sorted[i]:.2f} mm along the normal); remove the duplicates or "
                          "keep one acquisition.")
     step = float(np.median(dz))
@@ -459,19 +473,19 @@ def _assemble_series(folder: Path, items: list[tuple[Path, Any]], uid: str, skip
     if gaps.size:
         i = int(gaps[0])
         n_missing = int(round(ratio[i])) - 1
-        raise InputError(f"{where.capitalize()} is missing {max(n_missing, 1)} slice(s) between {names[i]!r} and "
+        raise InputError(f"{_cap(where)} is missing {max(n_missing, 1)} slice(s) between {names[i]!r} and "
                          f"{names[i + 1]!r} (gap of {dz[i]:.2f} mm where slices are {step:.2f} mm apart); copy the "
                          "complete series.")
     tol = max(0.01, 0.02 * step)
     if np.abs(dz - step).max() > tol:
         i = int(np.argmax(np.abs(dz - step)))
-        raise InputError(f"{where.capitalize()} has uneven slice spacing ({dz[i]:.3f} mm between {names[i]!r} and "
+        raise InputError(f"{_cap(where)} has uneven slice spacing ({dz[i]:.3f} mm between {names[i]!r} and "
                          f"{names[i + 1]!r}, {step:.3f} mm elsewhere); resample it to a regular grid first.")
     # in-plane drift of positions = gantry tilt / sheared stack: a Volume cannot represent it
     inplane = (ipps_sorted - ipps_sorted[0]) - np.outer(z_sorted - z_sorted[0], normal)
     drift = float(np.linalg.norm(inplane, axis=1).max())
     if drift > max(0.05, 0.05 * step * len(order)) and drift > 0.5 * float(pss_a[0].min()):
-        raise InputError(f"{where.capitalize()} is sheared (slice positions drift {drift:.2f} mm sideways, e.g. gantry "
+        raise InputError(f"{_cap(where)} is sheared (slice positions drift {drift:.2f} mm sideways, e.g. gantry "
                          "tilt), so its orientation and positions disagree; resample it to an orthogonal grid first.")
     spacing_z = float((z_sorted[-1] - z_sorted[0]) / (len(order) - 1))
 
