@@ -182,3 +182,53 @@ def test_stale_temporaries_of_a_killed_run_are_cleaned(tmp_path):
             "--mode", "mono", "--formats", "png,json", check=True)
     assert sorted(p.name for p in out.iterdir()) == ["ct.json", "ct.png"]
     assert read_radiograph(out / "ct.png")[0].shape == (24, 24)
+
+
+@needs_renderer
+def test_hook_contract_for_other_packages(tmp_path, monkeypatch):
+    """A `dxr_core.<pkg>.drr_hooks` module adds options, edits the volume, adds sidecar entries and extra files."""
+    import types
+
+    import dxr_core.drr.commands as cmd
+    from dxr_core.cli import main
+    from dxr_core.io.atomic import write_text_atomic
+
+    calls = []
+    hook = types.ModuleType("dxr_core.fake.drr_hooks")
+    hook.add_arguments = lambda p: p.add_argument("--blob-hu", type=float, default=None)
+    hook.settings = lambda args: {"blob_hu": args.blob_hu} if args.blob_hu is not None else None
+    hook.expected_outputs = lambda args, out, stem: [out / f"{stem}_labels.json"] if args.blob_hu is not None else []
+
+    def before(job):
+        calls.append("before")
+        if job.args.blob_hu is not None:
+            arr = job.volume.array.copy()
+            arr[:, 8:12, 8:12] = job.args.blob_hu
+            job.volume = job.volume.with_array(arr)
+
+    def after(job):
+        calls.append("after")
+        if job.args.blob_hu is not None:
+            p = write_text_atomic(job.out_dir / f"{job.stem}_labels.json", '{"boxes": []}')
+            job.extra_outputs.append(p)
+            job.sidecar_extra["blobs"] = [{"hu": job.args.blob_hu}]
+
+    hook.before_render, hook.after_render = before, after
+    monkeypatch.setattr(cmd, "discover_hooks", lambda: [hook])
+    sitk.WriteImage(chest(nz=8, n=20).to_sitk(), str(tmp_path / "ct.nrrd"))
+    base = ["drr", "--ct", str(tmp_path / "ct.nrrd"), "--size", "24", "--spacing-mm", "12", "--mode", "mono",
+            "--formats", "nrrd,json"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert main(base + ["--out", str(tmp_path / "b"), "--blob-hu", "2000"]) == 0
+    assert calls == ["before", "after"] * 2
+    side = json.loads((tmp_path / "b" / "ct.json").read_text())
+    assert side["blobs"] == [{"hu": 2000.0}] and side["dxr_drr"]["extra_outputs"] == ["ct_labels.json"]
+    assert side["dxr_drr"]["settings"]["hooks"]["dxr_core.fake.drr_hooks"] == {"blob_hu": 2000.0}
+    a, b = read_radiograph(tmp_path / "a" / "ct.nrrd")[0], read_radiograph(tmp_path / "b" / "ct.nrrd")[0]
+    assert (b > a + 1e-3).any()  # the blob shows up
+    # resume: same settings skipped; a missing extra output forces a re-render
+    assert main(base + ["--out", str(tmp_path / "b"), "--blob-hu", "2000"]) == 0
+    assert calls == ["before", "after"] * 2
+    (tmp_path / "b" / "ct_labels.json").unlink()
+    assert main(base + ["--out", str(tmp_path / "b"), "--blob-hu", "2000"]) == 0
+    assert calls == ["before", "after"] * 3 and (tmp_path / "b" / "ct_labels.json").exists()
