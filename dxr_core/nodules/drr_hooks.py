@@ -1,0 +1,108 @@
+"""`dxr drr` hooks: ``--nodules N`` inserts N random lung nodules (seeded) and writes ``<stem>.coco.json``.
+
+The base DRR is rendered as usual; each nodule is then added by re-tracing only the rays through its box
+(:func:`dxr_core.nodules.add_nodules_to_drr`), so nodules cost milliseconds, not a full render.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dxr_core.errors import OptionError
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        v = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN,MAX in mm (e.g. 6,20)") from None
+    if len(v) == 1:
+        v = v * 2
+    if len(v) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN,MAX in mm (e.g. 6,20)")
+    return (v[0], v[1])
+
+
+def _point(text: str) -> tuple[float, float, float]:
+    try:
+        v = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not x,y,z in mm (LPS)") from None
+    if len(v) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not x,y,z in mm (LPS)")
+    return v  # type: ignore[return-value]
+
+
+def _list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("nodules (dxr_core.nodules)")
+    g.add_argument("--nodules", type=int, default=0, metavar="N",
+                   help="insert N random lung nodules and write <stem>.coco.json labels (default 0)")
+    g.add_argument("--nodule-at", type=_point, action="append", default=None, metavar="X,Y,Z",
+                   help="also insert a nodule centred at this LPS point in mm (repeatable)")
+    g.add_argument("--nodule-kinds", type=_list, default=None, metavar="LIST",
+                   help="kinds to draw from: solid,part_solid,ggo,calcified (default all)")
+    g.add_argument("--nodule-shapes", type=_list, default=None, metavar="LIST",
+                   help="shapes to draw from: sphere,ellipsoid,lobulated,spiculated (default all)")
+    g.add_argument("--nodule-diameter", type=_pair, default=(6.0, 20.0), metavar="MIN,MAX",
+                   help="diameter range in mm, within 3-30 (default 6,20)")
+    g.add_argument("--nodule-seed", type=int, default=None, help="placement seed (default: the render seed)")
+
+
+def _active(args) -> bool:
+    return bool(getattr(args, "nodules", 0)) or bool(getattr(args, "nodule_at", None))
+
+
+def settings(args) -> dict:
+    if not _active(args):
+        return {}
+    return {"nodules": {"n": int(args.nodules), "at": [list(p) for p in (args.nodule_at or [])],
+                        "kinds": args.nodule_kinds, "shapes": args.nodule_shapes,
+                        "diameter_mm": list(args.nodule_diameter), "seed": args.nodule_seed}}
+
+
+def expected_outputs(args, out_dir: Path, stem: str) -> list[Path]:
+    return [Path(out_dir) / f"{stem}.coco.json"] if _active(args) else []
+
+
+def _validate(args) -> None:
+    from dxr_core.nodules.models import KINDS, SHAPES
+
+    if args.nodules < 0:
+        raise OptionError(f"--nodules {args.nodules} is negative; give 0 or more.")
+    for name, vals, allowed in (("--nodule-kinds", args.nodule_kinds, KINDS),
+                                ("--nodule-shapes", args.nodule_shapes, SHAPES)):
+        bad = [v for v in (vals or []) if v not in allowed]
+        if bad:
+            raise OptionError(f"{name}: unknown {', '.join(bad)}; use {','.join(allowed)}.")
+
+
+def after_render(job) -> None:
+    args = job.args
+    if not _active(args):
+        return
+    _validate(args)
+    from dxr_core.nodules.labels import add_nodules_to_drr, to_coco, write_coco
+    from dxr_core.nodules.models import LungDistance, Nodule, check_inside_lung, random_nodules
+
+    seed = int(args.nodule_seed if args.nodule_seed is not None else job.seed)
+    lung = LungDistance(job.volume)
+    nods = []
+    kinds = args.nodule_kinds or ["solid"]
+    for i, p in enumerate(args.nodule_at or []):
+        lo, hi = args.nodule_diameter
+        n = Nodule(kind=kinds[i % len(kinds)], diameter_mm=(lo + hi) / 2.0, center_lps=p,
+                   shape=(args.nodule_shapes or ["sphere"])[0], seed=seed + i)
+        check_inside_lung(n, lung)
+        nods.append(n)
+    nods += random_nodules(job.volume, int(args.nodules), seed=seed, kinds=args.nodule_kinds,
+                           shapes=args.nodule_shapes, diameter_range=tuple(args.nodule_diameter), lung=lung)
+    drr, _vol, labels = add_nodules_to_drr(job.drr, job.volume, nods, seed=job.seed)
+    job.drr = drr
+    path = Path(job.out_dir) / f"{job.stem}.coco.json"
+    write_coco(path, to_coco([(f"{job.stem}.png", drr, labels)]))
+    job.extra_outputs.append(path)
+    job.sidecar_extra["nodules"] = [{k: v for k, v in lab.items() if k != "segmentation"} for lab in labels]
