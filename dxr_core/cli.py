@@ -1,7 +1,8 @@
 """`dxr` command line. Each subcommand parses options and calls library functions, nothing else.
 
 Each feature package that has subcommands holds them in ``dxr_core/<pkg>/commands.py`` with a function
-``add_commands(subparsers)`` that adds its sub-parsers and sets ``run=<function(args) -> int>`` on each.
+``add_commands(subparsers)`` that adds its sub-parsers and sets ``run=<function(args) -> int>`` on each;
+``dxr demo`` (the main job) lives in ``dxr_core/demo.py``.
 """
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                     raise
                 continue
             commands.add_commands(sub)
+    from dxr_core import demo
+
+    demo.add_commands(sub)
     return parser
 
 
