@@ -1,6 +1,5 @@
 """render_drr physics, determinism, sidecar, and add_volume_delta (exact vs full re-render, fast)."""
 import json
-import time
 
 import numpy as np
 import pytest
@@ -60,9 +59,7 @@ def test_add_volume_delta_matches_full_render(mode):
     zz, yy, xx = np.meshgrid(*(np.arange(n) - (n - 1) / 2 for n in delta.shape), indexing="ij")
     delta[(xx / 5) ** 2 + (yy / 5) ** 2 + (zz / 4) ** 2 <= 1] = 850.0  # lung nodule: -800 -> +50 HU
     dv = Volume(delta, v.spacing, v.index_to_world(np.array([18.0, 26.0, 20.0])), v.direction)
-    t = time.perf_counter()
     upd = add_volume_delta(base, dv, seed=1)
-    dt = time.perf_counter() - t
     a2 = v.array.copy()
     a2[20:30, 26:38, 18:30] += delta
     full = render_drr(v.with_array(a2), g, phys)
@@ -70,24 +67,20 @@ def test_add_volume_delta_matches_full_render(mode):
     assert np.abs(upd.image - full.image).max() < 1e-4
     assert np.abs(upd.image - base.image).max() > 0.01  # the nodule is visible
     assert not np.shares_memory(upd.image, base.image)
-    print(f"add_volume_delta {mode}: {dt * 1000:.1f} ms, box {upd.meta['volume_deltas'][-1]['pixel_box']}")
 
 
-def test_add_volume_delta_speed_512():
-    """Goal <= 50 ms per nodule-sized box on a 512^2 DRR (asserted loosely: the test machine is shared)."""
+def test_add_volume_delta_retraces_only_its_box_512():
+    """Adding a nodule-sized delta re-traces only its projected box (its cost is timed in bench/nodule_speed.py)."""
     v = _ct()
     g = make_geometry(v, "pa", size=(512, 512))
     base = render_drr(v, g, Physics(mode="poly"))
     delta = np.zeros((12, 16, 16), np.float32)
     delta[2:10, 3:13, 3:13] = 850.0
     dv = Volume(delta, v.spacing, v.index_to_world(np.array([18.0, 26.0, 20.0])), v.direction)
-    add_volume_delta(base, dv, seed=0)
-    best = min(_timed(lambda: add_volume_delta(base, dv, seed=0)) for _ in range(3))
-    print(f"add_volume_delta 512^2 poly: {best * 1000:.1f} ms")
-    assert best < 0.25
-
-
-def _timed(f):
-    t = time.perf_counter()
-    f()
-    return time.perf_counter() - t
+    upd = add_volume_delta(base, dv, seed=0)
+    r0, r1, c0, c1 = upd.meta["volume_deltas"][-1]["pixel_box"]
+    assert (r1 - r0) * (c1 - c0) < 0.05 * 512 * 512  # a small box, not the whole detector
+    outside = np.ones((512, 512), bool)
+    outside[r0:r1, c0:c1] = False
+    assert np.array_equal(upd.image[outside], base.image[outside])
+    assert np.abs(upd.image[r0:r1, c0:c1] - base.image[r0:r1, c0:c1]).max() > 0.01
