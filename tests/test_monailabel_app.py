@@ -162,21 +162,37 @@ def test_drr_dicom_series_study_matches_volume_study(client):
     np.testing.assert_allclose(ib, ia, atol=2e-3)  # the series stores HU as int16: rounding only
 
 
-def test_drr_with_nodules_returns_labels(client):
-    try:
-        import dxr_core.nodules as nod
-
-        nod.random_nodules  # noqa: B018
-    except (ImportError, AttributeError):
-        pytest.skip("dxr_core.nodules is not built yet")
-    params = dict(DRR_PARAMS, nodules=2, nodule_size=[12, 16], nodule_seed=5)
+def test_drr_with_nodules_matches_cli_labels(client, studies, tmp_path):
+    params = dict(DRR_PARAMS, nodules=2, nodule_size=[8, 12], nodule_seed=5)
     image_out, result = client.infer("drr", "phantom", params)
     labels = result["nodules"]
     assert len(labels) == 2
     for lab in labels:
-        text = json.dumps(lab)
-        for key in ("box", "cent", "mask", "visib"):
-            assert key in text, f"label lacks {key}: {text[:300]}"
+        for key in ("bbox", "centre_px", "centre_lps", "segmentation", "visibility", "category"):
+            assert key in lab, f"label lacks {key}: {json.dumps(lab)[:300]}"
+        assert lab["segmentation"]["size"] == DRR_PARAMS["size"]
+    # the same request on the command line: same pixels, same labels
+    out = tmp_path / "cli"
+    rows, cols = DRR_PARAMS["size"]
+    cmd = [sys.executable, "-m", "dxr_core.cli", "drr", "--ct", str(studies / "phantom.nrrd"), "--out", str(out),
+           "--size", f"{rows}x{cols}", "--seed", "3", "--kvp", "100", "--formats", "nrrd,json", "--stem", "cli",
+           "--nodules", "2", "--nodule-diameter", "8,12", "--nodule-seed", "5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(sitk.GetArrayFromImage(sitk.ReadImage(image_out)),
+                               sitk.GetArrayFromImage(sitk.ReadImage(str(out / "cli.nrrd"))), atol=1e-6)
+    coco = json.loads((out / "cli.coco.json").read_text())
+    for lab, ann in zip(labels, coco["annotations"]):
+        assert lab["bbox"] == ann["bbox"] and lab["segmentation"] == ann["segmentation"]
+        np.testing.assert_allclose(lab["centre_px"], ann["centre_px"], atol=1e-9)
+    # a nodule outside the CT is refused with the reason
+    r = _infer_http_client_free(client, {"nodule_points": [[0, 0, 5000]]})
+    assert r.status_code == 422 and "outside the CT" in r.json()["detail"]
+
+
+def _infer_http_client_free(client, params):
+    return requests.post(f"{client.get_server_url()}/infer/drr", params={"image": "phantom"},
+                         data={"params": json.dumps(dict(DRR_PARAMS, **params))}, timeout=60)
 
 
 def test_drr_enhance_or_clear_no_model_error(server, client, tmp_path):
@@ -291,3 +307,104 @@ def test_concurrent_drr_requests_identical_and_memory_returns(server, tmp_path):
     assert after <= idle + max(64 * mb, 0.15 * idle), (
         f"server RSS idle {idle / mb:.0f} MB, after load {after / mb:.0f} MB (right after {peak_after / mb:.0f} MB)")
     assert requests.get(f"{server.url}/info/", timeout=10).status_code == 200
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --conf: a given model path, default sampler/steps, and start-up refusal of bad values
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A randomly initialised 'tiny' DDPM-HQ checkpoint in the enhancer's own format (tests the plumbing only)."""
+    import torch
+
+    from dxr_core.diffusion.enhancer import Enhancer
+    from dxr_core.diffusion.schedule import DiffusionConfig
+    from dxr_core.models import build_model, get_config
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    Enhancer(build_model("tiny"), get_config("tiny"), DiffusionConfig(num_train_timesteps=100)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server_with_model(studies, tiny_model, tmp_path_factory):
+    work = tmp_path_factory.mktemp("server_model")
+    srv = MonaiLabelServer(studies, work, conf={"model_path": str(tiny_model), "sampler": "ddim", "steps": "3",
+                                                "device": "cpu", "model_dir": str(work / "model")})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_conf_model_path_enhances_ct_and_upload(server_with_model, tiny_model, tmp_path):
+    srv = server_with_model
+    info = requests.get(f"{srv.url}/info/", timeout=10).json()
+    cfg = info["models"]["drr_enhance"]["config"]
+    assert cfg["sampler"] == "ddim" and cfg["steps"] == 3
+    assert info["dxr"]["enhancer"]["model_path"] == str(tiny_model)
+
+    client = MONAILabelClient(srv.url, tmpdir=str(tmp_path))
+    image_out, result = client.infer("drr_enhance", "phantom", dict(DRR_PARAMS, nodules=1, nodule_size=[20, 24]))
+    img = sitk.ReadImage(image_out)
+    assert img.GetSize() == (128, 96)  # 2x of (rows 48, cols 64)
+    (lab,) = result["nodules"]  # labels follow the enhanced grid
+    assert lab["segmentation"]["size"] == [96, 128] and lab["area"] > 0
+    lq = result["lq"]["pixel_spacing_mm"]
+    np.testing.assert_allclose(img.GetSpacing(), (lq[1] / 2, lq[0] / 2), rtol=1e-9)
+    assert result["enhance"]["sampler"] == "ddim" and result["enhance"]["steps"] == 3
+    # the projection matrix follows the finer grid: the LQ pixel centre (c, r) lands on (2c + 0.5, 2r + 0.5)
+    p_lq, p_hq = np.asarray(result["lq"]["projection_matrix"]), np.asarray(result["projection_matrix"])
+    pt = np.array([10.0, -20.0, 30.0, 1.0])
+    a, b = p_lq @ pt, p_hq @ pt
+    np.testing.assert_allclose(b[:2] / b[2], 2 * a[:2] / a[2] + 0.5, atol=1e-6)
+    arr = sitk.GetArrayFromImage(img)
+    assert np.isfinite(arr).all() and 0 <= arr.min() and arr.max() <= 1
+
+    # same request, same seed: same pixels; an uploaded radiograph: 2x, spacing halved
+    again, _ = client.infer("drr_enhance", "phantom", dict(DRR_PARAMS, nodules=1, nodule_size=[20, 24]))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(again)), arr)
+    r = _infer_http(srv, "drr_enhance", params={"scale": 2, "steps": 2},
+                    files={"file": ("xray.png", _png_bytes(), "image/png")})
+    assert r.status_code == 200, r.text
+    res, data = _split_multipart(r)
+    up = _read_nrrd_bytes(data, tmp_path)
+    assert up.GetSize() == (96, 80) and res["image"]["size"] == [80, 96]
+    np.testing.assert_allclose(up.GetSpacing(), (0.25, 0.25), rtol=1e-3)
+    # bad sampler / steps on a server that has a model: 422 with the reason
+    for params, word in (({"sampler": "euler"}, "sampler"), ({"steps": 5000}, "steps"), ({"scale": 9}, "scale")):
+        r = _infer_http(srv, "drr_enhance", "chest_xray", params)
+        assert r.status_code == 422 and word in r.json()["detail"], r.text
+
+
+def test_bad_conf_value_stops_startup_with_message(studies, tmp_path):
+    srv = MonaiLabelServer(studies, tmp_path, conf={"steps": "many"})
+    with pytest.raises(RuntimeError) as err:
+        srv.start(timeout=90)
+    assert "--conf steps must be a whole number" in str(err.value)
+
+
+def test_train_task_through_rest(server_with_model, tmp_path):
+    """POST /train/ddpm_hq_finetune runs dxr_core's DDPM-HQ training on the datastore radiographs (tiny run)."""
+    srv = server_with_model
+    r = requests.post(f"{srv.url}/train/ddpm_hq_finetune", json={"steps": 2, "batch_size": 1, "crop": 16},
+                      timeout=30)
+    assert r.status_code == 200, r.text
+    deadline = time.time() + 150
+    status = {}
+    while time.time() < deadline:
+        status = requests.get(f"{srv.url}/train/", timeout=10).json()
+        if status.get("status") in ("DONE", "ERROR", "STOPPED"):
+            break
+        time.sleep(1.0)
+    assert status.get("status") == "DONE", json.dumps(status, default=str)[-3000:]
+    model = srv.work / "model" / "ddpm_hq_finetuned.pt"
+    assert model.is_file()
+    from dxr_core.diffusion.enhancer import load_enhancer
+
+    enh = load_enhancer(model)
+    assert enh.model_config.channels == (32, 64)  # the served (tiny) architecture
+    stats = requests.get(f"{srv.url}/info/", timeout=10).json()["train_stats"]["ddpm_hq_finetune"]
+    assert stats["model"] == str(model) and stats["images"] == 1 and stats["steps"] == 2
+    # the server kept serving during training
+    assert requests.get(f"{srv.url}/info/", timeout=10).status_code == 200

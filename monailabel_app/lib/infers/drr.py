@@ -13,15 +13,23 @@ kvp, energy_kev    tube voltage (40..150 kV) / mono energy (10..200 keV)
 dose               photons per detector pixel for quantum noise; 0 or absent: noise-free
 seed               noise (and default nodule) seed, default 0
 output_dtype       float32 (default, [0, 1]) or uint16 (round(value * 65535))
-nodules            number of random nodules to insert in 3-D (0 .. 20)
-nodule_type        solid, part_solid, ggo, calcified (default: random mix)
-nodule_size        diameter in mm, or [min, max] for random nodules (3 .. 50)
-nodule_points      [[x, y, z], ...] LPS mm: one nodule centred on each point (instead of random places)
+nodules            number of random lung nodules to insert in 3-D (0 .. 20)
+nodule_points      [[x, y, z], ...] LPS mm: also one nodule centred on each point (must lie inside a lung)
+nodule_type        kind(s) to draw from: solid, part_solid, ggo, calcified (one or a list; default all;
+                   nodules at points: solid, or the listed kinds in turn)
+nodule_shape       shape(s) to draw from: sphere, ellipsoid, lobulated, spiculated (default all; points: sphere)
+nodule_size        diameter in mm, or [min, max] (3 .. 30, default [6, 20]; points use the middle)
 nodule_seed        seed for nodule placement/shape (default: ``seed``)
+
+Nodule semantics are those of ``dxr drr --nodules/--nodule-at/--nodule-kinds/--nodule-shapes/--nodule-diameter/
+--nodule-seed``, so the same request gives the same pixels and labels as the command line.
 =================  ==========================================================================================
 
 The result is a 2-D NRRD (pixel spacing set, (rows, cols) = ``size``) and JSON with the projection matrix, the
-geometry, the physics and one label per nodule (box, centre, mask, visibility) in pixel coordinates.
+geometry, the physics and one label per nodule, as in ``dxr drr``'s COCO file: ``bbox`` (COCO [x, y, w, h], pixel
+(r, c) covers [c, c+1) x [r, r+1)), ``centre_px`` (col, row; pixel centres at integers), ``centre_lps``,
+``segmentation`` (the projected mask, COCO uncompressed RLE over the whole image), ``area``, ``visibility``
+(contrast-to-noise ratio) with ``contrast``/``noise``, ``category``, ``diameter_mm``, ``shape``, ``in_image``.
 """
 from __future__ import annotations
 
@@ -56,6 +64,7 @@ from .common import (
 logger = logging.getLogger(__name__)
 
 NODULE_TYPES = ("solid", "part_solid", "ggo", "calcified")
+NODULE_SHAPES = ("sphere", "ellipsoid", "lobulated", "spiculated")
 MAX_NODULES = 20
 
 
@@ -76,9 +85,10 @@ class DRRParams:
     seed: int = 0
     output_dtype: str = "float32"
     nodules: int = 0
-    nodule_type: str | None = None
-    nodule_size: Tuple[float, float] | None = None
     nodule_points: list | None = None
+    nodule_types: list | None = None
+    nodule_shapes: list | None = None
+    nodule_size: Tuple[float, float] = (6.0, 20.0)
     nodule_seed: int | None = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
@@ -108,24 +118,19 @@ class DRRParams:
         p.seed = as_int(param(req, "seed", 0), "seed", 0, 2**31 - 1)
         p.output_dtype = as_choice(param(req, "output_dtype", "float32"), "output_dtype", OUTPUT_DTYPES)
 
-        points = param(req, "nodule_points")
+        points = param(req, "nodule_points", aliases=("nodule_at",))
         if points is not None:
             pts = as_points(points, "nodule_points")
-            if len(pts) > MAX_NODULES:
-                raise OptionError(f"Parameter 'nodule_points' lists {len(pts)} points; at most {MAX_NODULES}.")
             p.nodule_points = pts.tolist()
-            p.nodules = len(pts)
         count = param(req, "nodules", aliases=("nodule_count",))
         if count is not None:
-            n = as_int(count, "nodules", 0, MAX_NODULES)
-            if p.nodule_points is not None and n not in (0, len(p.nodule_points)):
-                raise OptionError(f"Parameter 'nodules' ({n}) disagrees with the {len(p.nodule_points)} "
-                                  "'nodule_points'; give one or the other.")
-            if p.nodule_points is None:
-                p.nodules = n
-        kind = param(req, "nodule_type", aliases=("nodule_kind",))
-        if kind is not None and str(kind).lower() not in ("random", "mixed", "any"):
-            p.nodule_type = as_choice(kind, "nodule_type", NODULE_TYPES)
+            p.nodules = as_int(count, "nodules", 0, MAX_NODULES)
+        if p.nodules + len(p.nodule_points or []) > MAX_NODULES:
+            raise OptionError(f"At most {MAX_NODULES} nodules per image; ask for fewer 'nodules' / 'nodule_points'.")
+        p.nodule_types = _names(param(req, "nodule_type", aliases=("nodule_types", "nodule_kind", "nodule_kinds")),
+                                "nodule_type", NODULE_TYPES)
+        p.nodule_shapes = _names(param(req, "nodule_shape", aliases=("nodule_shapes",)), "nodule_shape",
+                                 NODULE_SHAPES)
         size = param(req, "nodule_size", aliases=("nodule_diameter",))
         if size is not None:
             if isinstance(size, str) and "," in size:
@@ -133,13 +138,13 @@ class DRRParams:
             if isinstance(size, (list, tuple)):
                 if len(size) != 2:
                     raise OptionError(f"Parameter 'nodule_size' must be a diameter in mm or [min, max]; got {size!r}.")
-                lo = as_float(size[0], "nodule_size[0]", 3.0, 50.0)
-                hi = as_float(size[1], "nodule_size[1]", 3.0, 50.0)
+                lo = as_float(size[0], "nodule_size[0]", 3.0, 30.0)
+                hi = as_float(size[1], "nodule_size[1]", 3.0, 30.0)
                 if lo > hi:
                     raise OptionError(f"Parameter 'nodule_size' [min, max] has min {lo:g} > max {hi:g}.")
                 p.nodule_size = (lo, hi)
             else:
-                d = as_float(size, "nodule_size", 3.0, 50.0)
+                d = as_float(size, "nodule_size", 3.0, 30.0)
                 p.nodule_size = (d, d)
         if param(req, "nodule_seed") is not None:
             p.nodule_seed = as_int(param(req, "nodule_seed"), "nodule_seed", 0, 2**31 - 1)
@@ -166,34 +171,48 @@ def make_physics(p: DRRParams):
         raise OptionError(f"Invalid physics settings ({err}); check mode, kvp, energy_kev and dose.") from None
 
 
-def make_nodules(volume, p: DRRParams) -> list:
-    from dxr_core import nodules as nod
+def _names(value: Any, key: str, allowed: Sequence[str]) -> list | None:
+    """One name, a comma list or a JSON list -> validated list (None: all allowed, the default)."""
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    items = [str(v).strip().lower() for v in items if str(v).strip()]
+    if not items or items == ["random"]:
+        return None
+    return [as_choice(v, key, allowed) for v in items]
 
-    if not p.nodules:
+
+def make_nodules(volume, p: DRRParams) -> list:
+    """The nodules of a request, exactly as ``dxr drr``'s nodule hook places them (points first, then random)."""
+    if not p.nodules and not p.nodule_points:
         return []
+    from dxr_core.nodules import LungDistance, Nodule, check_inside_lung, random_nodules
+
     seed = p.seed if p.nodule_seed is None else p.nodule_seed
-    if p.nodule_points is not None:
+    lung = LungDistance(volume)
+    out = []
+    if p.nodule_points:
         pts = np.asarray(p.nodule_points, dtype=np.float64)
         ijk = volume.world_to_index(pts)
         shape = np.asarray(volume.shape_xyz, dtype=np.float64)
         outside = [i for i, q in enumerate(ijk) if np.any(q < -0.5) or np.any(q > shape - 0.5)]
         if outside:
+            corners = volume.corners_lps()
             raise OptionError(
                 f"nodule_points {[p.nodule_points[i] for i in outside]} lie outside the CT (LPS bounds "
-                f"{np.round(volume.corners_lps().min(0), 1).tolist()} .. {np.round(volume.corners_lps().max(0), 1).tolist()} mm); "
+                f"{np.round(corners.min(0), 1).tolist()} .. {np.round(corners.max(0), 1).tolist()} mm); "
                 "give points inside the lungs."
             )
-        diameter = p.nodule_size[0] if p.nodule_size else 10.0
-        return [
-            nod.Nodule(kind=p.nodule_type or "solid", diameter_mm=diameter, center_lps=tuple(q), seed=seed + i)
-            for i, q in enumerate(pts)
-        ]
-    kwargs: Dict[str, Any] = {}
-    if p.nodule_type:
-        kwargs["kinds"] = [p.nodule_type]
-    if p.nodule_size:
-        kwargs["diameter_range"] = tuple(p.nodule_size)
-    return nod.random_nodules(volume, p.nodules, seed, **kwargs)
+        kinds = p.nodule_types or ["solid"]
+        lo, hi = p.nodule_size
+        for i, q in enumerate(pts):
+            n = Nodule(kind=kinds[i % len(kinds)], diameter_mm=(lo + hi) / 2.0, center_lps=tuple(q),
+                       shape=(p.nodule_shapes or ["sphere"])[0], seed=seed + i)
+            check_inside_lung(n, lung)
+            out.append(n)
+    out += random_nodules(volume, p.nodules, seed=seed, kinds=p.nodule_types, shapes=p.nodule_shapes,
+                          diameter_range=tuple(p.nodule_size), lung=lung)
+    return out
 
 
 def render(volume, p: DRRParams):
@@ -208,9 +227,10 @@ def render(volume, p: DRRParams):
     labels: list = []
     nodules = make_nodules(volume, p)
     if nodules:
-        from dxr_core import nodules as nod
+        from dxr_core.nodules import add_nodules_to_drr
 
-        drr, labels = nod.add_nodules_to_drr(drr, volume, nodules, seed=p.nodule_seed if p.nodule_seed is not None else p.seed)
+        drr, _with_nodules, labels = add_nodules_to_drr(drr, volume, nodules, seed=p.seed)
+        labels = [{k: v for k, v in lab.items() if k != "time_ms"} for lab in labels]
     return drr, labels
 
 
@@ -258,7 +278,7 @@ class DRRTask(BasicInferTask):
             description="CT -> digitally reconstructed radiograph (float32 or uint16 NRRD with pixel spacing) + JSON "
             "with the projection matrix; optional synthetic lung nodules with exact 2-D labels. Params: view, size, "
             "pixel_spacing, sid, sad, rotation, mode, kvp, energy_kev, dose, seed, output_dtype, nodules, "
-            "nodule_type, nodule_size, nodule_points, nodule_seed.",
+            "nodule_points, nodule_type, nodule_shape, nodule_size, nodule_seed.",
             config={"view": "pa", "size": 512, "mode": "poly", "kvp": 120, "dose": 0, "seed": 0, "nodules": 0,
                     "output_dtype": "float32"},
         )

@@ -1,13 +1,46 @@
-"""Nodule labels (pixel geometry of one DRR) -> the same labels on a resampled (e.g. 2x enhanced) pixel grid."""
+"""Nodule labels of one DRR -> the same labels on the enhanced (resampled) pixel grid of the same detector.
+
+Coordinates (as written by ``dxr_core.nodules``): ``centre_px`` is (col, row) with pixel centres at integers;
+``bbox`` is COCO [x, y, w, h] in pixel-edge units (pixel c covers [c, c+1)); ``segmentation`` is a COCO
+uncompressed RLE of the whole image. Resampling a grid by s (same field of view) maps a centre coordinate u to
+s*u + (s-1)/2 and an edge coordinate e to s*e; masks are resampled nearest-neighbour. Measured values
+(visibility, contrast, noise) belong to the DRR they were measured on and are kept as they are.
+"""
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+
+def _resample_mask(mask: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    h, w = mask.shape
+    r = np.minimum(((np.arange(rows) + 0.5) * h / rows).astype(np.int64), h - 1)
+    c = np.minimum(((np.arange(cols) + 0.5) * w / cols).astype(np.int64), w - 1)
+    return mask[np.ix_(r, c)]
+
 
 def rescale_label(label: Any, sy: float, sx: float) -> Any:
-    """Placeholder until the nodule label format is final: labels are returned unchanged, marked as LQ-grid."""
-    if isinstance(label, dict):
-        out = dict(label)
-        out["pixel_grid"] = "lq"
-        return out
-    return label
+    if not isinstance(label, dict):
+        return label
+    out = dict(label)
+    if "centre_px" in out and out["centre_px"] is not None:
+        c, r = (float(v) for v in out["centre_px"])
+        out["centre_px"] = [sx * c + (sx - 1.0) / 2.0, sy * r + (sy - 1.0) / 2.0]
+    seg = out.get("segmentation")
+    if isinstance(seg, dict) and "counts" in seg and "size" in seg:
+        from dxr_core.nodules import rle_decode, rle_encode
+
+        h, w = seg["size"]
+        mask = _resample_mask(rle_decode(seg), int(round(h * sy)), int(round(w * sx)))
+        out["segmentation"] = rle_encode(mask)
+        out["area"] = int(mask.sum())
+        ys, xs = np.nonzero(mask)
+        if len(ys):
+            out["bbox"] = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+        else:
+            out["bbox"] = [0, 0, 0, 0]
+    elif out.get("bbox") is not None:
+        x, y, w, h = (float(v) for v in out["bbox"])
+        out["bbox"] = [x * sx, y * sy, w * sx, h * sy]
+    return out
