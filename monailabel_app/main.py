@@ -88,6 +88,7 @@ class DiffusionXRayApp(MONAILabelApp):
     def infer(self, request, datastore=None):
         """MONAI Label's infer, with a study check first and ``dxr_core`` errors answered as 4xx."""
         request = dict(request)
+        request.pop("dxr_from_datastore", None)  # set below, never by a client
         request["save_label"] = False  # a DRR is not a segmentation of its CT: never store it as the CT's label
         try:
             self._check_study(request, datastore)

@@ -42,13 +42,12 @@ def _weights_installed() -> bool:
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory) -> Path:
     from dxr_core.io.radiograph import write_radiograph
-    from dxr_core.io.dicom import write_ct_series
-    from dxr_core.phantom import make_chest_phantom
+    from dxr_core.phantom import make_chest_phantom, write_dicom_series
 
     root = tmp_path_factory.mktemp("studies")
-    ct = make_chest_phantom(seed=0, spacing_mm=5.0)  # 64 x 50 x 71 voxels: fast DRRs
+    ct = make_chest_phantom(seed=0, spacing_mm=5.0)  # 71 x 50 x 64 voxels: fast DRRs
     sitk.WriteImage(ct.to_sitk(), str(root / "phantom.nrrd"), True)
-    write_ct_series(ct, root / "phantom_dicom")
+    write_dicom_series(ct, root / "phantom_dicom")  # what `dxr phantom --dicom` writes: a CT series folder
     yy, xx = np.mgrid[0:40, 0:48]
     write_radiograph((0.3 + 0.4 * np.exp(-((yy - 20) ** 2 + (xx - 24) ** 2) / 200.0)).astype(np.float32),
                      (0.5, 0.5), root / "chest_xray.png")
@@ -154,6 +153,16 @@ def test_drr_plain_http_uint16_and_explicit_spacing(server, tmp_path):
     assert r.status_code == 200 and r.json()["image"]["pixel_spacing_mm"] == [9.0, 9.0]
 
 
+def test_drr_uploaded_ct_matches_study(server, studies, tmp_path):
+    r = _infer_http(server, "drr", params=DRR_PARAMS,
+                    files={"file": ("ct.nrrd", (studies / "phantom.nrrd").read_bytes())})
+    assert r.status_code == 200, r.text
+    up = sitk.GetArrayFromImage(_read_nrrd_bytes(_split_multipart(r)[1], tmp_path))
+    r = _infer_http(server, "drr", "phantom", DRR_PARAMS)
+    ref = sitk.GetArrayFromImage(_read_nrrd_bytes(_split_multipart(r)[1], tmp_path))
+    np.testing.assert_array_equal(up, ref)
+
+
 def test_drr_dicom_series_study_matches_volume_study(client):
     a, _ = client.infer("drr", "phantom", dict(DRR_PARAMS))
     b, rb = client.infer("drr", "phantom_dicom", dict(DRR_PARAMS))
@@ -239,6 +248,7 @@ def _png_bytes() -> bytes:
         ("drr", "no_such_study", {}, None, 404, "Unknown study"),
         ("drr", "", {}, ("scan.png", "png"), 400, "not a CT"),
         ("drr", "", {}, ("ct.nii.gz", "garbage"), 400, "corrupt"),
+        ("drr", "", {}, ("slice.dcm", "slice"), 400, "slice"),
         ("drr", "corrupt", {}, None, 400, "corrupt"),
         ("drr", "chest_xray", {}, None, 400, "not a CT"),
         ("drr", "phantom", {"size": 100000}, None, 422, "size"),
@@ -252,11 +262,13 @@ def _png_bytes() -> bytes:
         ("no_such_task", "phantom", {}, None, 404, "no_such_task"),
     ],
 )
-def test_bad_requests_get_4xx_with_message(server, model, image, params, upload, code, words):
+def test_bad_requests_get_4xx_with_message(server, studies, model, image, params, upload, code, words):
     files = None
     if upload:
         name, kind = upload
-        files = {"file": (name, _png_bytes() if kind == "png" else b"\x00\x01garbage" * 50)}
+        data = {"png": _png_bytes, "slice": lambda: sorted((studies / "phantom_dicom").iterdir())[10].read_bytes(),
+                "garbage": lambda: b"\x00\x01garbage" * 50}[kind]()
+        files = {"file": (name, data)}
     r = _infer_http(server, model, image, params, files=files)
     if code is None:  # enhancement: 422 when a model is installed, else the no-model 404 comes first
         code = 422 if _weights_installed() else 404
@@ -283,7 +295,7 @@ def test_server_still_serves_after_errors(server, client):
 # (3) load: 8 concurrent identical requests, identical results, memory back near idle
 # ----------------------------------------------------------------------------------------------------------------
 def test_concurrent_drr_requests_identical_and_memory_returns(server, tmp_path):
-    params = {"view": "pa", "size": [96, 96], "seed": 11, "dose": 20000}  # noise on: same seed, same pixels
+    params = {"view": "pa", "size": [384, 384], "seed": 11, "dose": 20000}  # noise on: same seed, same pixels
 
     def one(_):
         r = _infer_http(server, "drr", "phantom", params, timeout=240)
@@ -304,6 +316,8 @@ def test_concurrent_drr_requests_identical_and_memory_returns(server, tmp_path):
     time.sleep(1.0)
     after = proc.memory_info().rss
     mb = 1024 * 1024
+    print(f"server RSS: idle {idle / mb:.0f} MB, right after 8 requests {peak_after / mb:.0f} MB, "
+          f"1 s later {after / mb:.0f} MB")
     assert after <= idle + max(64 * mb, 0.15 * idle), (
         f"server RSS idle {idle / mb:.0f} MB, after load {after / mb:.0f} MB (right after {peak_after / mb:.0f} MB)")
     assert requests.get(f"{server.url}/info/", timeout=10).status_code == 200

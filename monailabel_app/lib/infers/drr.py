@@ -57,7 +57,6 @@ from .common import (
     input_kind,
     jsonable,
     param,
-    release_memory,
     write_result_nrrd,
 )
 
@@ -325,5 +324,4 @@ class DRRTask(BasicInferTask):
         result = drr_result_json(drr, data["nodule_labels"], p, g.pixel_spacing_mm, g.size, "drr")
         for k in ("drr", "nodule_labels", self.output_label_key):
             data.pop(k, None)
-        release_memory()
         return path, result

@@ -84,7 +84,7 @@ class _EnhancerCache:
         with self._lock:
             if self._key != key:
                 self._enhancer, self._key = None, None
-                release_memory()
+                release_memory(full=True)
                 self._enhancer = load_enhancer(path, device=device)
                 self._key = key
             return self._enhancer
@@ -258,5 +258,4 @@ class EnhanceTask(BasicInferTask):
             meta = {"dxr_task": "drr_enhance"}
         result["enhance"] = jsonable(enh)
         path = write_result_nrrd(img, spacing or (1.0, 1.0), p.output_dtype, meta)
-        release_memory()
         return path, result
