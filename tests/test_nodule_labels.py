@@ -208,3 +208,16 @@ def test_dxr_drr_nodules_from_phantom_dicom_series(tmp_path):
     # same command again: finished outputs are kept (resume)
     assert main(["drr", "--ct", str(series), "--out", str(out), "--nodules", "2", "--size", "128",
                  "--formats", "png,json", "--stem", "case"]) == 0
+
+
+@pytest.mark.parametrize("shape", ["sphere", "ellipsoid", "lobulated", "spiculated"])
+@pytest.mark.parametrize("kind", ["solid", "part_solid"])
+def test_fast_partial_volume_equals_full_supersampling(shape, kind, monkeypatch):
+    from dxr_core.nodules.models import nodule_patch
+
+    vol = Volume(np.full((24, 24, 24), -850.0, np.float32), spacing=(1.5, 1.5, 2.0), origin=(-17.25, -17.25, -23.0))
+    nod = Nodule(kind=kind, diameter_mm=14.0, center_lps=(0.4, -0.3, 0.2), shape=shape, seed=11)
+    _, fast, _ = nodule_patch(vol, nod)
+    monkeypatch.setattr(Nodule, "classify", lambda self, c, h: (np.zeros(len(c), bool), np.ones(len(c), bool)))
+    _, full, _ = nodule_patch(vol, nod)
+    assert np.abs(fast - full).max() < 1e-3

@@ -95,11 +95,18 @@ def _vessel_tree(rng, starts, inside, min_radius: float, max_depth: int, outward
         p, d, r, L, depth = stack.pop()
         r_end = r * 0.96
         b = p + d * L
-        ok = inside(b[None], r_end + 1.0)[0]
+        margin = min(r_end, 2.0) + 0.5
+        ok = depth == 0 or inside(b[None], margin)[0]  # lobar trunks leave the mediastinum
+        for _ in range(4 if not ok else 0):  # try other directions (a vessel bends away from the pleura)
+            nd = d + rng.normal(0, 0.6, 3)
+            nd /= np.linalg.norm(nd)
+            if inside((p + nd * L)[None], margin)[0]:
+                d, b, ok = nd, p + nd * L, True
+                break
         if not ok:  # shorten to stay inside the lung
             for f in (0.66, 0.4):
                 b = p + d * L * f
-                if inside(b[None], r_end + 1.0)[0]:
+                if inside(b[None], margin)[0]:
                     ok = True
                     break
             if not ok:
@@ -116,10 +123,10 @@ def _vessel_tree(rng, starts, inside, min_radius: float, max_depth: int, outward
             ((rng.uniform(0.84, 0.93), rng.uniform(10, 25)), (rng.uniform(0.55, 0.78), -rng.uniform(30, 60)))
         ):
             nd = _rotate_about(d, axis, np.deg2rad(ang))
-            nd = nd + 0.35 * out
+            nd = nd + 0.2 * out
             nd /= np.linalg.norm(nd)
             rc = r_end * fr
-            stack.append((b, nd, rc, float(np.clip(rc * rng.uniform(6.0, 10.0), 4.0, 40.0)), depth + 1))
+            stack.append((b, nd, rc, float(np.clip(rc * rng.uniform(3.5, 6.0), 3.0, 22.0)), depth + 1))
     return segs
 
 
@@ -134,25 +141,30 @@ def build_chest(seed: int = 0, breast: bool = False) -> ChestModel:
     layers: list[Layer] = []
 
     # ---- body outline: skin, subcutaneous fat, muscle, inner soft tissue -----------------------------------
-    trunk_c = np.array([0.0, 8.0, -110.0 * sh])
-    trunk_r = np.array([165.0 * sw, 122.0 * sd, 285.0 * sh])
-    trunk = SuperEllipsoid(trunk_c, trunk_r, e_xy=0.55, e_z=0.25)
-    neck_top = 300.0 * sh
-    neck = Tube([[0, 22, 150 * sh], [0, 25, neck_top]], 58.0 * sw)
+    z_t1 = 128.0 * sh  # top of the first thoracic vertebra
+    trunk_c = np.array([0.0, 8.0, -120.0 * sh])
+    trunk_r = np.array([165.0 * sw, 122.0 * sd, z_t1 + 30.0 + 120.0 * sh])
+    trunk = SuperEllipsoid(trunk_c, trunk_r, e_xy=0.55, e_z=0.35)
+    neck_top = z_t1 + 170.0
+    neck = Tube([[0, 22, z_t1 - 20], [0, 25, neck_top]], 56.0 * sw)
+    shoulders = [SuperEllipsoid([s * 128.0 * sw, 18.0, z_t1 - 12.0], [64.0 * sw, 72.0 * sd, 52.0], e_xy=0.8, e_z=0.9)
+                 for s in (-1, 1)]
     if breast:
         for s in (-1, 1):
             b = Ellipsoid([s * 72 * sw, -trunk_r[1] + 8 - 22, -55 * sh], [62 * sw, 42, 58 * sh], rotation(s * 12))
             layers += [Layer("breast_skin", b, HU["skin"]), Layer("breast", Ellipsoid(b.center, b.radii - 2, b.rot),
                                                                     HU["breast"])]
-    layers += [Layer("skin", trunk, HU["skin"]), Layer("neck_skin", neck, HU["skin"])]
-    layers += [Layer("fat", _shrink(trunk, 2.0), HU["fat"]), Layer("neck", neck.shrunk(2.0), HU["muscle"])]
-    layers.append(Layer("muscle", _shrink(trunk, 2.0 + fat_t), HU["muscle"]))
+
+    def body(t: float) -> Union:
+        return Union([_shrink(trunk, t)] + [_shrink(sq, t) for sq in shoulders] + [neck.shrunk(t)])
+
+    layers += [Layer("skin", body(0.0), HU["skin"]), Layer("fat", body(2.0), HU["fat"]),
+               Layer("muscle", body(2.0 + fat_t), HU["muscle"])]
     inner = _shrink(trunk, 2.0 + fat_t + mus_t)
     layers.append(Layer("inner", inner, HU["soft"]))
     in_x, in_y = inner.radii[0], inner.radii[1]
 
     # ---- levels -------------------------------------------------------------------------------------------
-    z_t1 = 128.0 * sh
     hv = rng.uniform(22.5, 26.0) * sh  # vertebral level height (rib spacing)
     dome_r = (-70.0 - 40.0 * insp) * sh  # right dome apex z
     dome_l = dome_r - rng.uniform(8, 22)
@@ -180,7 +192,7 @@ def build_chest(seed: int = 0, breast: bool = False) -> ChestModel:
         d = Ellipsoid([s * abs(lungs[0].center[0]) * 0.92, 12.0, apex_z - dome_rz],
                       [lungs[0].radii[0] * 1.28, in_y * 1.18, dome_rz])
         domes.append(d)
-    heart_c = np.array([rng.uniform(14, 26) * sw, -28.0 * sd, dome_r + rng.uniform(38, 48)])
+    heart_c = np.array([rng.uniform(8, 18) * sw, -28.0 * sd, dome_r + rng.uniform(38, 48)])
     heart_r = np.array([rng.uniform(58, 68) * sw, 50.0 * sd, 52.0])
     heart_rot = rotation(-25.0, rng.uniform(15, 25), 0.0)
     heart = Ellipsoid(heart_c, heart_r, heart_rot)
@@ -190,10 +202,10 @@ def build_chest(seed: int = 0, breast: bool = False) -> ChestModel:
         pts = np.asarray(pts, float)
         ok = np.zeros(len(pts), bool)
         for lung in lungs:
-            ok |= lung.sdf(pts) < -margin
+            ok |= lung._sdf(pts) < -margin
         for d in domes:
-            ok &= d.sdf(pts) > margin
-        return ok & (peri.sdf(pts) > margin)
+            ok &= d._sdf(pts) > margin
+        return ok & (peri._sdf(pts) > margin)
 
     # ---- airways and vessels --------------------------------------------------------------------------------
     carina = np.array([-2.0, 10.0, 0.0])
@@ -205,18 +217,18 @@ def build_chest(seed: int = 0, breast: bool = False) -> ChestModel:
                  ((s * 0.9, 0.8, -0.2), 3.5), ((s * 0.5, 0.45, -1.0), 5.0), ((s * 0.8, -0.2, -1.0), 4.0)]
         for d, r in lobes:
             d = np.asarray(d) + rng.normal(0, 0.12, 3)
-            art_starts.append((h, d, 1.35 * r * rng.uniform(0.9, 1.1), 28.0))
+            art_starts.append((h, d, 1.4 * r * rng.uniform(0.9, 1.1), 26.0))
         hv_ = h + np.array([s * 5.0, -8.0, -22.0])
         for d, r in (((s * 0.8, -0.1, 0.6), 4.5), ((s * 0.9, -0.4, -0.2), 3.5), ((s * 0.7, 0.3, -0.8), 5.0),
                      ((s * 0.8, 0.6, -0.3), 3.5)):
             d = np.asarray(d) + rng.normal(0, 0.15, 3)
-            vein_starts.append((hv_, d, 1.3 * r * rng.uniform(0.9, 1.1), 24.0))
+            vein_starts.append((hv_, d, 1.3 * r * rng.uniform(0.9, 1.1), 22.0))
     art = []
     for st in art_starts:
-        art += _vessel_tree(rng, [st], in_lung, 0.45, 14, hila[int(np.sign(st[0][0]))])
+        art += _vessel_tree(rng, [st], in_lung, 0.65, 12, hila[int(np.sign(st[0][0]))])
     veins = []
     for st in vein_starts:
-        veins += _vessel_tree(rng, [st], in_lung, 0.45, 14, hila[int(np.sign(st[0][0]))])
+        veins += _vessel_tree(rng, [st], in_lung, 0.65, 12, hila[int(np.sign(st[0][0]))])
     vessels = Union(Tube([a, b], [ra, rb]) for a, b, ra, rb, _ in art + veins)
     # bronchi run beside the first generations of the arteries
     br_wall, br_lumen = [], []
@@ -283,9 +295,10 @@ def build_chest(seed: int = 0, breast: bool = False) -> ChestModel:
         arches += [arch, spinous, tp]
         if 0 <= lvl < 12:
             rib_heads.append((lvl, zc, rx, yc))
-    layers += _shell("vertebral_body", Union(spine_cortex), Union(spine_marrow), HU["cortical"], HU["cancellous"])
+    # thin vertebral cortex (~0.5 mm) appears as a 1.3 mm shell of partial-volume density
+    layers += _shell("vertebral_body", Union(spine_cortex), Union(spine_marrow), 600.0, HU["cancellous"])
     layers.append(Layer("disc", Union(discs), HU["disc"]))
-    layers.append(Layer("vertebral_arch", Union(arches), 700.0))
+    layers.append(Layer("vertebral_arch", Union(arches), 450.0))
 
     # ---- sternum ------------------------------------------------------------------------------------------
     y_st = -in_y - 2.0
@@ -315,8 +328,7 @@ def build_chest(seed: int = 0, breast: bool = False) -> ChestModel:
             zs = zc + 4.0 + 6.0 * np.sin(np.minimum(th, 1.2) * 1.3) - drop * (th / np.pi) ** 1.7
             head = np.array([[s * (rx + 2.0), y_body + 4.0, zc + 2.0], [s * 26.0, yc + 4.0, zc + 5.0]])
             pts = np.vstack([head, np.stack([xs, ys, zs], -1)])
-            radii = np.full(len(pts), r_out)
-            radii[0] = r_out * 0.8
+            radii = r_out * np.concatenate([[0.8, 1.0], np.interp(th, [0.3, 1.6, th1], [1.0, 1.0, 0.72])])
             tube = Tube(pts, radii)
             rib_cortex.append(tube)
             rib_marrow.append(tube.shrunk(1.2))
@@ -335,7 +347,7 @@ def build_chest(seed: int = 0, breast: bool = False) -> ChestModel:
         cp = np.array([[s * 20, y_st - 4, z_man + 6], [s * 55, y_st - 10, z_man + 12], [s * 100, y_st + 18, z_t1 - 2],
                        [s * (in_x - 5), -15, z_t1 + 6], [s * (in_x + 12), 28, z_t1 + 6]], float)
         cp[:, 0] *= rng.uniform(0.96, 1.04)
-        clav = Tube.from_spline(cp, [8.5, 7.0, 6.5, 6.5, 7.5], n=24)
+        clav = Tube.from_spline(cp, [10.0, 8.5, 7.5, 7.5, 8.5], n=24)
         clav_c.append(clav)
         clav_m.append(clav.shrunk(1.6))
         sc = SuperEllipsoid([s * (in_x * 0.72), in_y + mus_t * 0.35, z_t1 - 62 * sh], [50, 4.5, 72 * sh],
@@ -349,7 +361,7 @@ def build_chest(seed: int = 0, breast: bool = False) -> ChestModel:
     layers += _shell("scapula", Union(scap_c), Union(scap_m), HU["cortical"], HU["cancellous"])
 
     fov_lo = np.array([-trunk_r[0] - 8.0, trunk_c[1] - trunk_r[1] - (42.0 if breast else 8.0), dome_r - 95.0])
-    fov_hi = np.array([trunk_r[0] + 8.0, trunk_c[1] + trunk_r[1] + 8.0, apex + 30.0])
+    fov_hi = np.array([trunk_r[0] + 8.0, trunk_c[1] + trunk_r[1] + 8.0, apex + 60.0])
     params = dict(seed=seed, width_scale=sw, depth_scale=sd, height_scale=sh, inspiration=insp, fat_mm=fat_t,
                   muscle_mm=mus_t, level_height_mm=hv, dome_right_z=dome_r, dome_left_z=dome_l, lung_hu=lung_hu,
                   n_vessel_segments=len(art) + len(veins), breast=breast)

@@ -4,7 +4,8 @@ Algorithm (vectorised numpy, processed in z slabs so memory stays bounded):
 1. every part of every layer is evaluated at the voxel centres inside its bounding box (grown by half a voxel
    diagonal ``h``); the topmost layer containing a centre gives the centre label, and voxels within ``h`` of
    any surface are flagged as boundary voxels;
-2. each boundary voxel is supersampled on a regular ``kx*ky*kz`` sub-grid (sub-spacing <= ``target_sub_mm``);
+2. each boundary voxel is supersampled on a regular ``kx*ky*kz`` sub-grid (sub-spacing <= ``target_sub_mm``,
+   at least 2 and at most ``max_sub`` sub-samples in all);
    a part is only evaluated on the sub-samples of voxels whose centre lies within ``h`` of that part's surface
    (the distance functions are lower bounds, so deeper voxels are wholly inside or outside);
 3. the voxel value is the mean HU of the sub-sample labels (a box partial-volume average).
@@ -26,12 +27,9 @@ _MAX_POINTS = 1_500_000  # points per sdf call (memory bound)
 
 def _subsample_offsets(spacing: np.ndarray, target_sub_mm: float, max_sub: int) -> np.ndarray:
     k = np.array([max(2, math.ceil(s / target_sub_mm)) for s in spacing])
-    while k.prod() > max_sub:
-        i = int(np.argmax(spacing / k))  # keep the coarsest sub-spacing as small as possible
-        j = int(np.argmax(k))
-        k[j if k[j] > 2 else i] -= 1
-        if (k <= 2).all():
-            break
+    while k.prod() > max_sub and (k > 2).any():
+        sub = np.where(k > 2, spacing / k, np.inf)
+        k[int(np.argmin(sub))] -= 1  # coarsen the finest sub-spacing first
     axes = [((np.arange(n) + 0.5) / n - 0.5) * s for n, s in zip(k, spacing)]
     g = np.meshgrid(*axes, indexing="ij")
     return np.stack([a.ravel() for a in g], axis=-1)  # (K, 3) x, y, z offsets
@@ -99,8 +97,8 @@ def voxelize(
     origin: Sequence[float],
     background_hu: float = -1000.0,
     supersample: bool = True,
-    target_sub_mm: float = 0.6,
-    max_sub: int = 48,
+    target_sub_mm: float = 0.75,
+    max_sub: int = 32,
     slab_voxels: int = 1_500_000,
     progress=None,
 ) -> np.ndarray:
