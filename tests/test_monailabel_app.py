@@ -5,7 +5,6 @@ radiograph, a corrupt file); requests go through MONAI Label's own client and th
 """
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
