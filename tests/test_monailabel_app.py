@@ -363,6 +363,10 @@ def test_conf_model_path_enhances_ct_and_upload(server_with_model, tiny_model, t
     assert img.GetSize() == (128, 96)  # 2x of (rows 48, cols 64)
     (lab,) = result["nodules"]  # labels follow the enhanced grid
     assert lab["segmentation"]["size"] == [96, 128] and lab["area"] > 0
+    _, lq_result = client.infer("drr", "phantom", dict(DRR_PARAMS, nodules=1, nodule_size=[20, 24]))
+    (lq_lab,) = lq_result["nodules"]
+    assert lab["bbox"] == [2 * v for v in lq_lab["bbox"]] and lab["area"] == 4 * lq_lab["area"]
+    np.testing.assert_allclose(lab["centre_px"], 2 * np.asarray(lq_lab["centre_px"]) + 0.5, atol=1e-9)
     lq = result["lq"]["pixel_spacing_mm"]
     np.testing.assert_allclose(img.GetSpacing(), (lq[1] / 2, lq[0] / 2), rtol=1e-9)
     assert result["enhance"]["sampler"] == "ddim" and result["enhance"]["steps"] == 3
