@@ -48,6 +48,9 @@ def main(argv=None) -> int:
           f"{t_full * 1000:.0f} ms; {len(nods)} nodules, diameters "
           f"{', '.join(f'{n.diameter_mm:.0f}' for n in nods)} mm; per-nodule ms "
           + ", ".join(f"{lab['time_ms']:.0f}" for lab in labels))
+    for n, lab in zip(nods, labels):
+        print(f"  {n.kind:10s} {n.shape:10s} {n.diameter_mm:5.1f} mm: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in lab["time_split_ms"].items()))
     split = {k: np.mean([lab["time_split_ms"][k] for lab in labels]) for k in labels[0]["time_split_ms"]}
     print("mean split (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in split.items()))
     print(f"nodule_speed: {per:.1f} ms per nodule beyond the base DRR at {a.size}x{a.size} (goal <= 50 ms); "

@@ -176,6 +176,17 @@ def add_nodules_to_drr(drr, volume: Volume, nodules: Sequence[Nodule], seed: int
 
     Returns (new DRR, new Volume with the nodules, labels: list of dicts with bbox/segmentation/centre/...).
     """
+    import torch
+
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # nodule boxes are small: thread start-up/sync costs more than it saves
+    try:
+        return _add_nodules(drr, volume, nodules, seed, device)
+    finally:
+        torch.set_num_threads(n_threads)
+
+
+def _add_nodules(drr, volume, nodules, seed, device):
     from dxr_core.drr import add_volume_delta
 
     vol = volume.with_array(np.array(volume.array, dtype=np.float32, copy=True))

@@ -123,9 +123,9 @@ class Nodule:
             gu = np.maximum(gu, 0.9)
         if g["spikes"] is not None:
             dirs, length, width = g["spikes"]
-            cosang = np.clip(u @ dirs.T, -1.0, 1.0)
-            ang2 = 2.0 * (1.0 - cosang)  # ~ angle^2
-            gu = gu + (length * np.exp(-ang2 / (width**2))).max(-1)
+            # max_j L_j exp(-a_j^2 / w_j^2) = exp(-min_j (a_j^2 / w_j^2 - ln L_j)): one exp per point
+            ang2 = 2.0 - 2.0 * np.clip(u @ dirs.T, -1.0, 1.0)  # ~ angle^2
+            gu = gu + np.exp(-(ang2 * (1.0 / width**2) - np.log(length)).min(-1))
         return r / (self.radius_mm * scale * gu)
 
     def contains(self, pts: np.ndarray) -> np.ndarray:
@@ -144,7 +144,7 @@ class Nodule:
             ang = np.arccos(np.clip(u @ dirs.T, -1.0, 1.0))
             delta = np.arcsin(np.clip(h / np.maximum(r, 1e-9), 0.0, 1.0))[:, None]
             a_eff = np.maximum(ang - delta, 0.0)
-            g_wide = 1.0 + (length * np.exp(-(2.0 - 2.0 * np.cos(a_eff)) / width**2)).max(-1)
+            g_wide = 1.0 + np.exp(-((2.0 - 2.0 * np.cos(a_eff)) * (1.0 / width**2) - np.log(length)).min(-1))
             out = r - h > R * g_wide
             inner = r + h < R
             if self.kind == "part_solid":

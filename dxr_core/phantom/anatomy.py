@@ -20,6 +20,7 @@ rib slope), rib spacing, vessel branching (angles, radii, lengths), heart size/p
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +131,13 @@ def _vessel_tree(rng, starts, inside, min_radius: float, max_depth: int, outward
     return segs
 
 
+@functools.lru_cache(maxsize=4)
 def build_chest(seed: int = 0, breast: bool = False) -> ChestModel:
+    """The seeded anatomy (cached: treat the returned model as read-only)."""
+    return _build_chest(int(seed), bool(breast))
+
+
+def _build_chest(seed: int, breast: bool) -> ChestModel:
     rng = np.random.default_rng(seed)
     sw = rng.uniform(0.92, 1.08)  # width scale
     sd = rng.uniform(0.92, 1.08)  # depth scale
