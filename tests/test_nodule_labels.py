@@ -221,3 +221,23 @@ def test_fast_partial_volume_equals_full_supersampling(shape, kind, monkeypatch)
     monkeypatch.setattr(Nodule, "classify", lambda self, c, h: (np.zeros(len(c), bool), np.ones(len(c), bool)))
     _, full, _ = nodule_patch(vol, nod)
     assert np.abs(fast - full).max() < 1e-3
+
+
+def test_dxr_drr_nodule_at_point_and_clear_errors(tmp_path, capsys, ct, lung):
+    from dxr_core.cli import main
+
+    nii = tmp_path / "ct.nii.gz"
+    assert main(["phantom", "--out", str(nii), "--seed", "5", "--spacing", "3"]) == 0
+    c = _spot(ct, lung, depth=14.0)
+    out = tmp_path / "o"
+    args = ["drr", "--ct", str(nii), "--out", str(out), "--size", "96", "--formats", "png,json",
+            "--nodule-at", ",".join(f"{v:.2f}" for v in c), "--nodule-kinds", "calcified", "--nodule-diameter", "8,8"]
+    assert main(args) == 0
+    coco = json.loads((out / "ct.coco.json").read_text())
+    (a,) = coco["annotations"]
+    assert a["category"] == "calcified" and np.allclose(a["centre_lps"], c, atol=0.01) and a["diameter_mm"] == 8
+    capsys.readouterr()
+    assert main(args[:-6] + ["--nodule-at", "0,60,0", "--force"]) == 2  # inside the spine: not in the lung
+    assert "pleura" in capsys.readouterr().err
+    assert main(args[:-6] + ["--nodules", "1", "--nodule-kinds", "bogus", "--force"]) == 2
+    assert "unknown bogus" in capsys.readouterr().err
