@@ -158,7 +158,8 @@ def _build_chest(seed: int, breast: bool) -> ChestModel:
                  for s in (-1, 1)]
     if breast:
         for s in (-1, 1):
-            b = Ellipsoid([s * 72 * sw, -trunk_r[1] + 8 - 22, -55 * sh], [62 * sw, 42, 58 * sh], rotation(s * 12))
+            b = Ellipsoid([s * 92 * sw, -trunk_r[1] + 8 - 18, (-85.0 - 25.0 * insp) * sh],
+                          [60 * sw, 44, 56 * sh], rotation(s * 20))
             layers += [Layer("breast_skin", b, HU["skin"]), Layer("breast", Ellipsoid(b.center, b.radii - 2, b.rot),
                                                                     HU["breast"])]
 
