@@ -48,3 +48,19 @@ def test_phantom_cli_errors(tmp_path, capsys):
     assert "extension" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["phantom", "--out", str(tmp_path / "a.nii.gz"), "--spacing", "0,1,1"])
+
+
+def test_phantom_dicom_passes_dciodvfy(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (dicom3tools) is not installed")
+    from dxr_core.phantom import make_chest_phantom, write_dicom_series
+
+    d = write_dicom_series(make_chest_phantom(0, spacing_mm=10.0), tmp_path / "s")
+    files = sorted(d.glob("*.dcm"))
+    res = subprocess.run(["dciodvfy", str(files[0])], capture_output=True, text=True)
+    assert "Error" not in res.stdout + res.stderr, res.stdout + res.stderr
+    res = subprocess.run(["dcentvfy", *map(str, files)], capture_output=True, text=True)
+    assert "Error" not in res.stdout + res.stderr, res.stdout + res.stderr

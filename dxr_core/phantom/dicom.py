@@ -41,6 +41,7 @@ def write_dicom_series(volume: Volume, folder, series_description: str | None = 
     arr = np.clip(np.rint(volume.array + 1024.0), 0, 65535).astype(np.uint16)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a series folder is an ordinary folder
     try:
         for k in range(arr.shape[0]):
             fm = FileMetaDataset()
@@ -67,6 +68,8 @@ def write_dicom_series(volume: Volume, folder, series_description: str | None = 
             ds.StudyInstanceUID = study_uid
             ds.SeriesInstanceUID = series_uid
             ds.FrameOfReferenceUID = frame_uid
+            ds.PositionReferenceIndicator = ""
+            ds.AcquisitionNumber = 1
             ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
             ds.StudyTime = ds.SeriesTime = ds.ContentTime = time_
             ds.StudyID = "1"
