@@ -6,8 +6,16 @@ do exactly what the torch path in :mod:`dxr_core.drr.projector` does (bilinear i
 outside the grid, per-ray sum over planes), so results agree to float rounding (tested). If no C compiler is
 available, or ``DXR_NO_CKERNEL=1``, the torch path is used instead.
 
-The shared object is built with the system ``cc`` (``-O3 -fopenmp``) into ``$DXR_CACHE_DIR`` (default
-``~/.cache/diffusionxray/kernels``), keyed by a hash of the source, compiler flags and CPU, and written atomically.
+The separable kernel converts each source row once per block of output rows and skips, exactly, source rows
+(and column ranges) whose converted values are all 0 (air at <= -1000 HU after the HU -> material clamp, zero
+padding): no threshold, the sum is unchanged (see ``joseph_separable`` below).
+
+Build: the system ``cc`` (``-O3 -march=native -fopenmp``, no ``-ffast-math``) compiles into a per-user cache
+(``$DXR_CACHE_DIR/kernels``, else ``$XDG_CACHE_HOME`` or ``~/.cache`` + ``/diffusionxray/kernels``), file name keyed
+by a hash of the source, flags, compiler path and CPU; it is built in a private temporary directory and renamed
+into place atomically, under an exclusive file lock so concurrent first uses (pytest workers, a server and a
+CLI) build it once. If ``cc`` is missing or the build fails, one RuntimeWarning is issued and the torch path is
+used.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,78 +35,260 @@ _SRC = r"""
 #include <stdint.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 /* Voxel transfer applied to every tap before interpolation (so it equals converting the volume first):
    mode 0: identity (Cin channels out); mode 1: HU -> (water fraction, bone fraction) (2 out);
-   mode 2: HU -> mu = mw * w + mb * b (1 out). hb = HU of cortical bone. */
+   mode 2: HU -> mu = mw * w + mb * b (1 out). hb = 1 / (HU of cortical bone), as in physics.hu_to_basis. */
 static inline float hu_w(float h, float hb) {
-    float a = 1.0f + h * 1e-3f, b = 1.0f - h / hb;
+    float a = 1.0f + h * 1e-3f, b = 1.0f - h * hb;
     float r = h <= 0.0f ? a : b;
     return r > 0.0f ? r : 0.0f;
 }
-static inline float hu_b(float h, float hb) { float r = h / hb; return r > 0.0f ? r : 0.0f; }
+static inline uint32_t fbits(float v) { uint32_t b; memcpy(&b, &v, 4); return b; }
+static inline float hu_b(float h, float hb) { float r = h * hb; return r > 0.0f ? r : 0.0f; }
 
-/* Separable case. vol: float32, element (plane k, channel c, rowtap, coltap) at
-   k*s_k + c*s_c + rowtap*s_r + coltap*s_u (any strides: no transposed copy is needed). For plane j (0..K-1, plane
-   index kmin+j) and output row r / column u: taps iv0/iv1 (rows) with weights wv0/wv1, iu0/iu1 (cols) with
-   weights wu0/wu1 (out-of-grid taps have weight 0 and a clamped valid index). Per (row, plane): blend the two
-   source rows over the needed column range (contiguous, vectorised), then resample that line at the pixel
-   columns (L1-resident gathers). out: (Cout, h, w) float32, accumulated. */
+/* Separable case (detector rows/columns parallel to two index axes, rays crossing planes of the third).
+   vol: float32, element (plane k, channel c, rowtap, coltap) at k*s_k + c*s_c + rowtap*s_r + coltap*s_u (any
+   strides: no transposed copy is needed). For plane j (0..K-1, plane index kmin+j), output row r and column u:
+   row taps iv0/iv1 with weights wv0/wv1 ((K, h) arrays), column taps iu0/iu1 with weights wu0/wu1 ((K, w));
+   out-of-grid taps have weight 0 and a clamped valid index; taps are monotone in r and in u.
+   Bilinear interpolation is separable, so it is done as: (1) convert each *source row* (plane j, row tap v) that
+   some output row needs once (voxel transfer, contiguous and vectorised when s_u == 1) and resample it at the
+   pixel columns (2-tap gather from an L1-resident line) -> T_v (w values); (2) every output row r adds
+   wv0 * T_iv0 + wv1 * T_iv1 (contiguous, vectorised). Output rows are processed in blocks (one thread per block,
+   planes innermost), so each source row is converted ~once per block and the block's accumulators stay in cache.
+   Exact empty-space skipping: a converted row whose values are all exactly 0 (e.g. air at <= -1000 HU after the
+   HU -> material clamp) is skipped, and only the pixel columns whose taps reach its non-zero extent are resampled
+   and accumulated (others would add exact zeros). No threshold is involved: results equal the unskipped sum.
+   out: (Cout, h, w) float32, overwritten; multiplied by step (h, w) (mm per plane step) when step != NULL. */
+
+static int first_inc_ge(const int32_t* a, int n, int v) { int lo = 0, hi = n; while (lo < hi) { int m = (lo + hi) >> 1; if (a[m] >= v) hi = m; else lo = m + 1; } return lo; }
+static int first_inc_gt(const int32_t* a, int n, int v) { int lo = 0, hi = n; while (lo < hi) { int m = (lo + hi) >> 1; if (a[m] > v) hi = m; else lo = m + 1; } return lo; }
+static int first_dec_le(const int32_t* a, int n, int v) { int lo = 0, hi = n; while (lo < hi) { int m = (lo + hi) >> 1; if (a[m] <= v) hi = m; else lo = m + 1; } return lo; }
+static int first_dec_lt(const int32_t* a, int n, int v) { int lo = 0, hi = n; while (lo < hi) { int m = (lo + hi) >> 1; if (a[m] < v) hi = m; else lo = m + 1; } return lo; }
+
+/* T[u] = q0[u] * L[p0[u]] + q1[u] * L[p1[u]] for u in [u0, u1] (p0, p1 monotone). With AVX-512, 16 outputs at a
+   time whose taps lie within a window of 32 consecutive line values (any pitch up to ~2 source values per pixel)
+   are read with two loads and two in-register permutes instead of a memory gather (L must have 32 readable
+   floats past its last used index). Other chunks, and other CPUs, take the plain loop. */
+static void resample_line(const float* L, const int32_t* p0, const int32_t* p1, const float* q0, const float* q1,
+                          float* T, int u0, int u1)
+{
+    int u = u0;
+#ifdef __AVX512F__
+    for (; u + 15 <= u1; u += 16) {
+        const int a = p0[u] < p0[u + 15] ? p0[u] : p0[u + 15];
+        const int b = p1[u] > p1[u + 15] ? p1[u] : p1[u + 15];
+        if (b - a >= 32) {
+            for (int k = u; k < u + 16; ++k) T[k] = q0[k] * L[p0[k]] + q1[k] * L[p1[k]];
+            continue;
+        }
+        const __m512i base = _mm512_set1_epi32(a);
+        const __m512 lo = _mm512_loadu_ps(L + a), hi = _mm512_loadu_ps(L + a + 16);
+        const __m512 v0 = _mm512_permutex2var_ps(lo, _mm512_sub_epi32(_mm512_loadu_si512((const void*)(p0 + u)), base), hi);
+        const __m512 v1 = _mm512_permutex2var_ps(lo, _mm512_sub_epi32(_mm512_loadu_si512((const void*)(p1 + u)), base), hi);
+        _mm512_storeu_ps(T + u, _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(q0 + u), v0), _mm512_mul_ps(_mm512_loadu_ps(q1 + u), v1)));
+    }
+#endif
+    for (; u <= u1; ++u) T[u] = q0[u] * L[p0[u]] + q1[u] * L[p1[u]];
+}
+
+/* convert source row (channels at src + c*s_c, element x at x*s_u) for x in [xlo, xhi] into line[c*n_u + x];
+   returns 1 if any value is non-zero and sets [*xf, *xl] to the first/last non-zero x. */
+static int convert_row(const float* src, int64_t s_c, int64_t s_u, int Cin, int Cout, int mode, float mw, float mb,
+                       float hb, int n_u, int xlo, int xhi, float* line, int* xf, int* xl)
+{
+    /* "any non-zero" as an OR of the value bits (sign masked): an integer reduction, so it vectorises */
+    uint32_t m = 0;
+    if (mode == 0) {
+        for (int c = 0; c < Cin; ++c) {
+            const float* s = src + c * s_c;
+            float* t = line + (int64_t)c * n_u;
+            if (s_u == 1) {
+                for (int x = xlo; x <= xhi; ++x) { const float v = s[x]; t[x] = v; m |= fbits(v) & 0x7fffffffu; }
+            } else {
+                for (int x = xlo; x <= xhi; ++x) { const float v = s[(int64_t)x * s_u]; t[x] = v; m |= fbits(v) & 0x7fffffffu; }
+            }
+        }
+    } else if (mode == 1) {
+        float* t0 = line;
+        float* t1 = line + n_u;
+        if (s_u == 1) {
+            for (int x = xlo; x <= xhi; ++x) { const float hh = src[x]; const float a = hu_w(hh, hb), b = hu_b(hh, hb); t0[x] = a; t1[x] = b; m |= (fbits(a) | fbits(b)) & 0x7fffffffu; }
+        } else {
+            for (int x = xlo; x <= xhi; ++x) { const float hh = src[(int64_t)x * s_u]; const float a = hu_w(hh, hb), b = hu_b(hh, hb); t0[x] = a; t1[x] = b; m |= (fbits(a) | fbits(b)) & 0x7fffffffu; }
+        }
+    } else {
+        float* t0 = line;
+        if (s_u == 1) {
+            for (int x = xlo; x <= xhi; ++x) { const float hh = src[x]; const float v = mw * hu_w(hh, hb) + mb * hu_b(hh, hb); t0[x] = v; m |= fbits(v) & 0x7fffffffu; }
+        } else {
+            for (int x = xlo; x <= xhi; ++x) { const float hh = src[(int64_t)x * s_u]; const float v = mw * hu_w(hh, hb) + mb * hu_b(hh, hb); t0[x] = v; m |= fbits(v) & 0x7fffffffu; }
+        }
+    }
+    if (m == 0) return 0;
+    int a = xlo, b = xhi;
+    for (;; ++a) { int nz = 0; for (int c = 0; c < Cout; ++c) nz |= line[(int64_t)c * n_u + a] != 0.0f; if (nz) break; }
+    for (;; --b) { int nz = 0; for (int c = 0; c < Cout; ++c) nz |= line[(int64_t)c * n_u + b] != 0.0f; if (nz) break; }
+    *xf = a; *xl = b;
+    return 1;
+}
+
 void joseph_separable(const float* vol, int64_t s_k, int64_t s_c, int64_t s_r, int64_t s_u,
                       int Cin, int mode, float mw, float mb, float hb, int n_u,
                       int K, int kmin, int h, int w,
                       const int32_t* iv0, const int32_t* iv1, const float* wv0, const float* wv1,
                       const int32_t* iu0, const int32_t* iu1, const float* wu0, const float* wu1,
-                      float* out, int nthreads)
+                      const float* step, float* out, int nthreads, int rows_per_block)
 {
     const int Cout = mode == 1 ? 2 : (mode == 2 ? 1 : Cin);
+    const int RB = rows_per_block > 0 ? rows_per_block : 16;
+    const int nblk = (h + RB - 1) / RB;
     #pragma omp parallel num_threads(nthreads)
     {
-        float* tmp = (float*)malloc(sizeof(float) * (size_t)n_u * (size_t)(Cout > 0 ? Cout : 1));
-        #pragma omp for schedule(dynamic, 2)
-        for (int r = 0; r < h; ++r) {
+        float* line = (float*)calloc((size_t)n_u * (size_t)Cout + 32, sizeof(float));  /* +32: resample_line */
+        int cap = 0;
+        float* T = NULL;       /* slot s: Cout rows of w at T + s*Cout*w */
+        int* stamp = NULL;     /* slot s computed for plane stamp[s] - 1 */
+        int* ua = NULL;        /* non-zero column range of slot s: [ua, ub]; ua > ub: all zero */
+        int* ub = NULL;
+        #pragma omp for schedule(dynamic, 1)
+        for (int bi = 0; bi < nblk; ++bi) {
+            const int rb = bi * RB, re = rb + RB < h ? rb + RB : h;
+            for (int c = 0; c < Cout; ++c)
+                for (int r = rb; r < re; ++r) { float* o = out + ((int64_t)c * h + r) * w; for (int u = 0; u < w; ++u) o[u] = 0.0f; }
             for (int j = 0; j < K; ++j) {
-                const float a0 = wv0[(int64_t)j * h + r], a1 = wv1[(int64_t)j * h + r];
-                if (a0 == 0.0f && a1 == 0.0f) continue;
+                const int32_t* v0 = iv0 + (int64_t)j * h;
+                const int32_t* v1 = iv1 + (int64_t)j * h;
+                const float* a0s = wv0 + (int64_t)j * h;
+                const float* a1s = wv1 + (int64_t)j * h;
+                int vlo = 0x7fffffff, vhi = -1;
+                for (int r = rb; r < re; ++r) {
+                    if (a0s[r] != 0.0f) { vlo = v0[r] < vlo ? v0[r] : vlo; vhi = v0[r] > vhi ? v0[r] : vhi; }
+                    if (a1s[r] != 0.0f) { vlo = v1[r] < vlo ? v1[r] : vlo; vhi = v1[r] > vhi ? v1[r] : vhi; }
+                }
+                if (vhi < vlo) continue;  /* no output row of this block samples plane j inside the grid */
+                const int ns = vhi - vlo + 1;
+                if (ns > cap) {
+                    cap = ns;
+                    free(T); free(stamp); free(ua); free(ub);
+                    T = (float*)malloc(sizeof(float) * (size_t)cap * Cout * w);
+                    stamp = (int*)calloc((size_t)cap, sizeof(int));
+                    ua = (int*)malloc(sizeof(int) * (size_t)cap);
+                    ub = (int*)malloc(sizeof(int) * (size_t)cap);
+                } else {
+                    for (int s = 0; s < ns; ++s) stamp[s] = 0;
+                }
                 const int32_t* pu0 = iu0 + (int64_t)j * w;
                 const int32_t* pu1 = iu1 + (int64_t)j * w;
                 const float* qu0 = wu0 + (int64_t)j * w;
                 const float* qu1 = wu1 + (int64_t)j * w;
-                int xlo = pu0[0] < pu0[w - 1] ? pu0[0] : pu0[w - 1];
-                int xhi = pu1[0] > pu1[w - 1] ? pu1[0] : pu1[w - 1];
+                const int inc = pu0[w - 1] >= pu0[0];
+                const int xlo = inc ? pu0[0] : pu0[w - 1];
+                const int xhi = inc ? pu1[w - 1] : pu1[0];
                 const float* base = vol + (int64_t)(kmin + j) * s_k;
-                const int64_t o0 = (int64_t)iv0[(int64_t)j * h + r] * s_r;
-                const int64_t o1 = (int64_t)iv1[(int64_t)j * h + r] * s_r;
-                if (mode == 0) {
-                    for (int c = 0; c < Cin; ++c) {
-                        const float* row0 = base + c * s_c + o0;
-                        const float* row1 = base + c * s_c + o1;
-                        float* t = tmp + (int64_t)c * n_u;
-                        if (s_u == 1) { for (int x = xlo; x <= xhi; ++x) t[x] = a0 * row0[x] + a1 * row1[x]; }
-                        else { for (int x = xlo; x <= xhi; ++x) t[x] = a0 * row0[x * s_u] + a1 * row1[x * s_u]; }
-                    }
-                } else {
-                    const float* row0 = base + o0;
-                    const float* row1 = base + o1;
-                    float* t0 = tmp;
-                    float* t1 = tmp + n_u;
-                    for (int x = xlo; x <= xhi; ++x) {
-                        const float h0 = row0[(int64_t)x * s_u], h1 = row1[(int64_t)x * s_u];
-                        const float w_ = a0 * hu_w(h0, hb) + a1 * hu_w(h1, hb);
-                        const float b_ = a0 * hu_b(h0, hb) + a1 * hu_b(h1, hb);
-                        if (mode == 1) { t0[x] = w_; t1[x] = b_; }
-                        else { t0[x] = mw * w_ + mb * b_; }
+                for (int r = rb; r < re; ++r) {
+                    for (int tap = 0; tap < 2; ++tap) {
+                        const float a = tap ? a1s[r] : a0s[r];
+                        if (a == 0.0f) continue;
+                        const int s = (tap ? v1[r] : v0[r]) - vlo;
+                        if (stamp[s]) continue;
+                        stamp[s] = 1;
+                        int xf, xl;
+                        if (!convert_row(base + (int64_t)(s + vlo) * s_r, s_c, s_u, Cin, Cout, mode, mw, mb, hb, n_u,
+                                         xlo, xhi, line, &xf, &xl)) { ua[s] = 1; ub[s] = 0; continue; }
+                        int u0, u1;
+                        if (inc) { u0 = first_inc_ge(pu1, w, xf); u1 = first_inc_gt(pu0, w, xl) - 1; }
+                        else { u0 = first_dec_le(pu0, w, xl); u1 = first_dec_lt(pu1, w, xf) - 1; }
+                        ua[s] = u0; ub[s] = u1;
+                        for (int c = 0; c < Cout; ++c) {
+                            float* Tc = T + ((int64_t)s * Cout + c) * w;
+                            const float* L = line + (int64_t)c * n_u;
+                            for (int u = 0; u < u0; ++u) Tc[u] = 0.0f;
+                            resample_line(L, pu0, pu1, qu0, qu1, Tc, u0, u1);
+                            for (int u = (u1 + 1 > u0 ? u1 + 1 : u0); u < w; ++u) Tc[u] = 0.0f;
+                        }
                     }
                 }
-                for (int c = 0; c < Cout; ++c) {
-                    float* acc = out + ((int64_t)c * h + r) * w;
-                    const float* t = tmp + (int64_t)c * n_u;
-                    for (int u = 0; u < w; ++u) acc[u] += qu0[u] * t[pu0[u]] + qu1[u] * t[pu1[u]];
+                for (int r = rb; r < re; ++r) {
+                    float a0 = a0s[r], a1 = a1s[r];
+                    const int s0 = v0[r] - vlo, s1 = v1[r] - vlo;
+                    if (a0 != 0.0f && ua[s0] > ub[s0]) a0 = 0.0f;
+                    if (a1 != 0.0f && ua[s1] > ub[s1]) a1 = 0.0f;
+                    if (a0 == 0.0f && a1 == 0.0f) continue;
+                    int lo, hi;
+                    if (a0 != 0.0f && a1 != 0.0f) {
+                        lo = ua[s0] < ua[s1] ? ua[s0] : ua[s1];
+                        hi = ub[s0] > ub[s1] ? ub[s0] : ub[s1];
+                        for (int c = 0; c < Cout; ++c) {
+                            float* o = out + ((int64_t)c * h + r) * w;
+                            const float* T0 = T + ((int64_t)s0 * Cout + c) * w;
+                            const float* T1 = T + ((int64_t)s1 * Cout + c) * w;
+                            for (int u = lo; u <= hi; ++u) o[u] += a0 * T0[u] + a1 * T1[u];
+                        }
+                    } else {
+                        const int s = a0 != 0.0f ? s0 : s1;
+                        const float a = a0 != 0.0f ? a0 : a1;
+                        lo = ua[s]; hi = ub[s];
+                        for (int c = 0; c < Cout; ++c) {
+                            float* o = out + ((int64_t)c * h + r) * w;
+                            const float* T0 = T + ((int64_t)s * Cout + c) * w;
+                            for (int u = lo; u <= hi; ++u) o[u] += a * T0[u];
+                        }
+                    }
                 }
             }
+            if (step != NULL)
+                for (int c = 0; c < Cout; ++c)
+                    for (int r = rb; r < re; ++r) {
+                        float* o = out + ((int64_t)c * h + r) * w;
+                        const float* st = step + (int64_t)r * w;
+                        for (int u = 0; u < w; ++u) o[u] *= st[u];
+                    }
         }
-        free(tmp);
+        free(line); free(T); free(stamp); free(ua); free(ub);
     }
+}
+
+/* Bilinear taps of the separable case along one axis: for plane j and pixel u, q = s + alpha[j] * (p[u] - s)
+   (index units); taps floor(q) and floor(q) + 1 clamped to [0, nmax - 1], weights 1 - f and f (f = q - floor q,
+   float32), 0 for a tap outside the grid. Outputs (K, n) row-major. Same arithmetic as the torch/numpy set-up. */
+void joseph_taps(const double* alpha, int K, const double* p, int n, double s, int nmax,
+                 int32_t* i0, int32_t* i1, float* w0, float* w1, int nthreads)
+{
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int j = 0; j < K; ++j) {
+        const double al = alpha[j];
+        for (int u = 0; u < n; ++u) {
+            const double q = s + al * (p[u] - s);
+            double t = floor(q);
+            const float f = (float)(q - t);
+            if (t < -2.0) t = -2.0;
+            if (t > nmax + 1.0) t = nmax + 1.0;
+            const int t0 = (int)t, t1 = t0 + 1;
+            const int64_t o = (int64_t)j * n + u;
+            w0[o] = (t0 >= 0 && t0 < nmax) ? 1.0f - f : 0.0f;
+            w1[o] = (t1 >= 0 && t1 < nmax) ? f : 0.0f;
+            i0[o] = t0 < 0 ? 0 : (t0 > nmax - 1 ? nmax - 1 : t0);
+            i1[o] = t1 < 0 ? 0 : (t1 > nmax - 1 ? nmax - 1 : t1);
+        }
+    }
+}
+
+/* 1 if any of the n float32 values is NaN or +-inf (exponent bits all ones), else 0; integer test so it holds
+   under any floating-point flags. Parallel and vectorised (memory-bound). */
+int any_nonfinite(const float* a, int64_t n, int nthreads)
+{
+    const uint32_t* b = (const uint32_t*)a;
+    int bad = 0;
+    #pragma omp parallel for reduction(|:bad) schedule(static) num_threads(nthreads)
+    for (int64_t i = 0; i < n; ++i) bad |= (b[i] & 0x7f800000u) == 0x7f800000u;
+    return bad;
 }
 
 /* General case. planes: (N, C, H, W) contiguous float32. Ray q samples planes k in [k0[q], k1[q]] at
@@ -142,6 +333,7 @@ void joseph_general(const float* planes, int C, int N, int H, int W, int R,
 
 _LIB = None
 _TRIED = False
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")  # no -ffast-math: keep IEEE semantics
 
 
 def _cpu_tag() -> str:
@@ -154,8 +346,53 @@ def _cpu_tag() -> str:
     return model + flags
 
 
+def cache_dir() -> Path:
+    """Per-user kernel cache: ``$DXR_CACHE_DIR/kernels``, else ``$XDG_CACHE_HOME`` or ``~/.cache`` /diffusionxray/kernels."""
+    root = os.environ.get("DXR_CACHE_DIR")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = Path(xdg) if xdg else Path.home() / ".cache"
+        root = str(base / "diffusionxray")
+    return Path(root) / "kernels"
+
+
+def _warn(msg: str) -> None:
+    # warn_explicit with a pseudo file name: printed as exactly one line (no source line), still filterable
+    warnings.warn_explicit(f"{msg}; using the slower torch projector (set DXR_NO_CKERNEL=1 to use it silently).",
+                           RuntimeWarning, filename="dxr_core.drr._ckernel", lineno=0, module="dxr_core.drr._ckernel")
+
+
+def _compile(cc: str, so: Path) -> None:
+    """Build ``so`` atomically: compile into a private temporary directory next to it, then ``os.replace``.
+
+    Concurrency: an exclusive ``flock`` on ``<so>.lock`` makes a second process (pytest workers, a server and a
+    CLI starting together) wait for the first build and reuse it; without ``fcntl`` both build and the atomic
+    rename makes the last one win harmlessly (a process that already loaded the old file keeps its mapping)."""
+    so.parent.mkdir(parents=True, exist_ok=True)
+    lock_f = None
+    try:
+        import fcntl
+
+        lock_f = open(so.with_suffix(".lock"), "a+")
+        fcntl.flock(lock_f.fileno(), fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        lock_f = None
+    try:
+        if so.exists():  # built by another process while we waited
+            return
+        with tempfile.TemporaryDirectory(dir=so.parent, prefix=".build-") as tmp:
+            src = Path(tmp) / "joseph.c"
+            src.write_text(_SRC)
+            tmp_so = Path(tmp) / so.name
+            subprocess.run([cc, *FLAGS, str(src), "-o", str(tmp_so), "-lm"], check=True, capture_output=True, timeout=300)
+            os.replace(tmp_so, so)  # atomic on POSIX
+    finally:
+        if lock_f is not None:
+            lock_f.close()  # releases the lock
+
+
 def load():
-    """The ctypes library, or None when it cannot be built here (then the torch path is used)."""
+    """The ctypes library, or None when it cannot be built here (then the torch path is used, with one warning)."""
     global _LIB, _TRIED
     if _TRIED:
         return _LIB
@@ -164,32 +401,36 @@ def load():
         return None
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
+        _warn("no C compiler (cc/gcc) on PATH, so the native projector kernel cannot be built")
         return None
-    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
-    key = hashlib.sha256((_SRC + " ".join(flags) + platform.machine() + _cpu_tag()).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("DXR_CACHE_DIR", Path.home() / ".cache" / "diffusionxray")) / "kernels"
-    so = cache / f"joseph_{key}.so"
+    key = hashlib.sha256("\0".join([_SRC, " ".join(FLAGS), cc, platform.machine(), _cpu_tag()]).encode()).hexdigest()[:16]
+    so = cache_dir() / f"joseph_{key}.so"
     try:
         if not so.exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                src = Path(tmp) / "joseph.c"
-                src.write_text(_SRC)
-                tmp_so = Path(tmp) / so.name
-                subprocess.run([cc, *flags, str(src), "-o", str(tmp_so)], check=True, capture_output=True, timeout=120)
-                os.replace(tmp_so, so)  # atomic
+            _compile(cc, so)
         lib = ctypes.CDLL(str(so))
-    except (OSError, subprocess.SubprocessError):
+    except subprocess.CalledProcessError as e:
+        err = (e.stderr or b"").decode(errors="replace").strip().splitlines()
+        _warn(f"building the native projector kernel with {cc} failed ({err[0] if err else 'exit ' + str(e.returncode)})")
+        return None
+    except (OSError, subprocess.SubprocessError) as e:
+        _warn(f"the native projector kernel could not be built or loaded from {so.parent} ({e})")
         return None
     f32 = ctypes.POINTER(ctypes.c_float)
     i32 = ctypes.POINTER(ctypes.c_int32)
     f64 = ctypes.POINTER(ctypes.c_double)
     i64 = ctypes.c_int64
     ci = ctypes.c_int
-    lib.joseph_separable.argtypes = [f32, i64, i64, i64, i64, ci, ci, ctypes.c_float, ctypes.c_float, ctypes.c_float, ci, ci, ci, ci, ci, i32, i32, f32, f32, i32, i32, f32, f32, f32, ci]
+    cf = ctypes.c_float
+    lib.joseph_separable.argtypes = [f32, i64, i64, i64, i64, ci, ci, cf, cf, cf, ci, ci, ci, ci, ci,
+                                     i32, i32, f32, f32, i32, i32, f32, f32, f32, f32, ci, ci]
     lib.joseph_separable.restype = None
     lib.joseph_general.argtypes = [f32, ci, ci, ci, ci, ci, f64, f64, f64, f64, i32, i32, f32, ci]
     lib.joseph_general.restype = None
+    lib.joseph_taps.argtypes = [f64, ci, f64, ci, ctypes.c_double, ci, i32, i32, f32, f32, ci]
+    lib.joseph_taps.restype = None
+    lib.any_nonfinite.argtypes = [f32, i64, ci]
+    lib.any_nonfinite.restype = ci
     _LIB = lib
     return lib
 

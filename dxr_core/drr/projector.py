@@ -113,13 +113,16 @@ def _check_volume_values(array) -> None:
     a = torch.as_tensor(array)
     if a.numel() == 0:
         raise InputError("The CT volume is empty (a dimension has size 0); give a non-empty volume.")
-    # fast check: a NaN/inf anywhere makes the sum non-finite (a full check confirms, e.g. after overflow)
     arr = a.numpy() if a.device.type == "cpu" else None
-    finite = bool(np.isfinite(arr.sum())) if arr is not None else bool(torch.isfinite(a.sum()))
-    if not finite and not bool(torch.isfinite(a).all()):
-        finite = False
-    elif not finite:
-        finite = True
+    lib = _ckernel.load() if arr is not None and arr.dtype == np.float32 and arr.flags.c_contiguous else None
+    if lib is not None:  # one parallel pass, integer test of the exponent bits
+        finite = not lib.any_nonfinite(_ckernel.ptr(arr, ctypes.c_float), arr.size,
+                                       set_threads() if arr.size >= (1 << 22) else 1)
+    else:
+        # fast check: a NaN/inf anywhere makes the sum non-finite (a full check confirms, e.g. after overflow)
+        finite = bool(np.isfinite(arr.sum())) if arr is not None else bool(torch.isfinite(a.sum()))
+        if not finite and bool(torch.isfinite(a).all()):
+            finite = True
     if not finite:
         raise InputError("The CT volume contains NaN or infinite voxels; fill them (e.g. with -1000 HU for air) "
                          "or fix the conversion that produced them.")
@@ -159,7 +162,6 @@ def project_tensor(source: PlaneSource, index_to_world: np.ndarray, geometry, pi
     n_axis = (nx, ny, nz)
     dev = source.device
     C = source.channels
-    out = torch.zeros((C, h * w), dtype=torch.float32, device=dev)
 
     # --- can the separable fast path be used? (detector axes || index axes, rays advance along the third) ----
     fast = _separable_axes(du, dv, s_idx, d0)
@@ -173,6 +175,7 @@ def project_tensor(source: PlaneSource, index_to_world: np.ndarray, geometry, pi
     d = (p - s_idx[None, None, :]).reshape(-1, 3)
     dom = np.argmax(np.abs(d), axis=1)
     step_mm = np.linalg.norm(d @ amat.T, axis=1) / np.abs(d[np.arange(len(d)), dom])
+    out = torch.zeros((C, h * w), dtype=torch.float32, device=dev)
 
     for axis in (0, 1, 2):
         sel = np.nonzero(dom == axis)[0]
@@ -287,12 +290,14 @@ def _project_separable(source: PlaneSource, axes, s_idx, d0, du, dv, amat, box, 
     k_lo, k_hi = min(s_idx[a], pa), max(s_idx[a], pa)
     kmin = max(0, int(np.ceil(k_lo - 1e-9)))
     kmax = min(n_a - 1, int(np.floor(k_hi + 1e-9)))
-    # step length per ray (mm per plane): |A d| / |d_a|, d = p - s
-    D = np.zeros((h, w, 3))
-    D[..., a] = denom
-    D[..., cu] = (pu - s_idx[cu])[None, :]
-    D[..., cv] = (pv - s_idx[cv])[:, None]
-    step_np = (np.linalg.norm(D @ amat.T, axis=-1) / abs(denom)).astype(np.float32)
+    # step length per ray (mm per plane): |A d| / |d_a|, d = p - s; |A d|^2 = d^T G d with G = A^T A, and d has a
+    # constant a-component, a column-only cu-component and a row-only cv-component (no (h, w, 3) temporaries)
+    G = amat.T @ amat
+    xu = (pu - s_idx[cu])[None, :]
+    xv = (pv - s_idx[cv])[:, None]
+    q = (G[a, a] * denom * denom + G[cu, cu] * xu * xu + G[cv, cv] * xv * xv
+         + 2.0 * (G[a, cu] * denom * xu + G[a, cv] * denom * xv) + (2.0 * G[cu, cv]) * xv * xu)
+    step_np = (np.sqrt(q) * (1.0 / abs(denom))).astype(np.float32)
     if kmax < kmin:
         return torch.zeros((C, h, w), dtype=torch.float32, device=dev)
     lib = _ckernel.load() if dev.type == "cpu" else None
@@ -348,20 +353,19 @@ def _separable_native(lib, source, planes, a, cu, cv, w_ax, H, W, C, h, w, kmin,
     ks = np.arange(kmin, kmax + 1, dtype=np.float64)
     K = len(ks)
     alpha = (ks - s_idx[a]) / denom
-    qu = s_idx[cu] + alpha[:, None] * (pu - s_idx[cu])[None, :]  # (K, w)
-    qv = s_idx[cv] + alpha[:, None] * (pv - s_idx[cv])[None, :]  # (K, h)
+    nthreads = set_threads() if (h + w) * K >= (1 << 18) else 1
 
-    def taps(q, n):
-        t0 = np.floor(q)
-        f = (q - t0).astype(np.float32)
-        t0 = t0.astype(np.int64)
-        t1 = t0 + 1
-        w0 = np.where((t0 >= 0) & (t0 < n), 1.0 - f, 0.0).astype(np.float32)
-        w1 = np.where((t1 >= 0) & (t1 < n), f, 0.0).astype(np.float32)
-        return (np.clip(t0, 0, n - 1).astype(np.int32), np.clip(t1, 0, n - 1).astype(np.int32), w0, w1)
+    def taps(p, s, n):  # bilinear taps along one axis for every plane: (K, len(p)) indices and weights
+        p = np.ascontiguousarray(p, dtype=np.float64)
+        out = (np.empty((K, len(p)), np.int32), np.empty((K, len(p)), np.int32),
+               np.empty((K, len(p)), np.float32), np.empty((K, len(p)), np.float32))
+        lib.joseph_taps(_ckernel.ptr(alpha, ctypes.c_double), K, _ckernel.ptr(p, ctypes.c_double), len(p), float(s), int(n),
+                        *(_ckernel.ptr(x, ctypes.c_int32 if x.dtype == np.int32 else ctypes.c_float) for x in out), nthreads)
+        return out
 
-    iv0, iv1, wv0, wv1 = taps(qv, n_row_ax)
-    iu0, iu1, wu0, wu1 = taps(qu, n_col_ax)
+    alpha = np.ascontiguousarray(alpha, dtype=np.float64)
+    iv0, iv1, wv0, wv1 = taps(pv, s_idx[cv], n_row_ax)
+    iu0, iu1, wu0, wu1 = taps(pu, s_idx[cu], n_col_ax)
     if source.raw is not None:  # natural (Cin, Z, Y, X) layout, any strides: no copy
         pl = source.raw
         cin = pl.shape[0]
@@ -375,14 +379,18 @@ def _separable_native(lib, source, planes, a, cu, cv, w_ax, H, W, C, h, w, kmin,
         s_k, s_c = C * H * W, H * W
         s_r, s_u = (W, 1) if col_is_w else (1, W)
         mode, tmw, tmb, thb = 0, 0.0, 0.0, 1.0
-    res = np.zeros((C, h, w), dtype=np.float32)
+    res = np.empty((C, h, w), dtype=np.float32)  # every element is written by the kernel
+    step_c = np.ascontiguousarray(step_np, dtype=np.float32)
+    # small jobs (a nodule's box): one thread; waking a pool costs more than it saves, most of all on a busy machine
+    nthreads = set_threads() if h * w * K >= (1 << 20) else 1
+    # output-row blocks: big enough to reuse each converted source row, small enough for >= 4 blocks per thread
+    rows_per_block = int(max(1, min(16, h // (4 * nthreads))))
     P = _ckernel.ptr
     lib.joseph_separable(P(pl, ctypes.c_float), s_k, s_c, s_r, s_u, cin, int(mode), float(tmw), float(tmb),
-                         float(thb), int(n_col_ax), K, kmin, h, w,
+                         float(1.0 / thb), int(n_col_ax), K, kmin, h, w,
                          P(iv0, ctypes.c_int32), P(iv1, ctypes.c_int32), P(wv0, ctypes.c_float), P(wv1, ctypes.c_float),
                          P(iu0, ctypes.c_int32), P(iu1, ctypes.c_int32), P(wu0, ctypes.c_float), P(wu1, ctypes.c_float),
-                         P(res, ctypes.c_float), set_threads())
-    res *= step_np[None]
+                         P(step_c, ctypes.c_float), P(res, ctypes.c_float), nthreads, rows_per_block)
     return torch.from_numpy(res)
 
 
