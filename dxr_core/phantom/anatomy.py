@@ -320,7 +320,7 @@ def _build_chest(seed: int, breast: bool) -> ChestModel:
     a_prof = [0.52, 0.74, 0.86, 0.93, 0.97, 1.0, 1.0, 1.0, 0.99, 0.97, 0.93, 0.88]
     b_prof = [0.55, 0.72, 0.82, 0.9, 0.95, 0.98, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     end_prof = [0.80, 0.80, 0.80, 0.80, 0.80, 0.80, 0.78, 0.74, 0.70, 0.66, 0.48, 0.36]
-    rib_cortex, rib_marrow, cartilage = [], [], []
+    rib_cortex, rib_marrow, rib_ant, rib_ant_marrow, cartilage = [], [], [], [], []
     drop_base = (105.0 - 40.0 * insp) * sh
     for lvl, zc, rx, yc in rib_heads:
         a = (in_x + 3.0) * a_prof[lvl] * rng.uniform(0.97, 1.03)
@@ -337,9 +337,15 @@ def _build_chest(seed: int, breast: bool) -> ChestModel:
             head = np.array([[s * (rx + 2.0), y_body + 4.0, zc + 2.0], [s * 26.0, yc + 4.0, zc + 5.0]])
             pts = np.vstack([head, np.stack([xs, ys, zs], -1)])
             radii = r_out * np.concatenate([[0.8, 1.0], np.interp(th, [0.3, 1.6, th1], [1.0, 1.0, 0.72])])
-            tube = Tube(pts, radii)
-            rib_cortex.append(tube)
-            rib_marrow.append(tube.shrunk(1.2))
+            # anterior ends (beyond ~105 deg) are thinner-walled: a separate, less dense cortex
+            cut = 2 + int(np.searchsorted(th, np.deg2rad(105.0)))
+            post = Tube(pts[: cut + 1], radii[: cut + 1])
+            rib_cortex.append(post)
+            rib_marrow.append(post.shrunk(1.2))
+            if cut < len(pts) - 1:
+                ant = Tube(pts[cut:], radii[cut:])
+                rib_ant.append(ant)
+                rib_ant_marrow.append(ant.shrunk(0.9))
             if lvl < 10:  # costal cartilage to the sternum (ribs 8-10 join the cartilage above)
                 end = pts[-1]
                 zt = min(zc - drop + 12.0, z_man + 0.6 * hv - lvl * 0.9 * hv) if lvl < 7 else end[2] + 10.0
@@ -348,6 +354,7 @@ def _build_chest(seed: int, breast: bool) -> ChestModel:
                 cartilage.append(Tube.from_spline([end, mid, tgt], [r_out, r_out * 0.95, r_out * 0.85], n=8))
     layers.append(Layer("costal_cartilage", Union(cartilage), HU["cartilage"]))
     layers += _shell("rib", Union(rib_cortex), Union(rib_marrow), HU["cortical"], HU["cancellous"])
+    layers += _shell("rib_anterior", Union(rib_ant), Union(rib_ant_marrow), 0.7 * HU["cortical"], 0.8 * HU["cancellous"])
 
     # ---- shoulder girdle: clavicles, scapulae, humeral heads ------------------------------------------------
     clav_c, clav_m, scap_c, scap_m = [], [], [], []
