@@ -241,3 +241,27 @@ def test_dxr_drr_nodule_at_point_and_clear_errors(tmp_path, capsys, ct, lung):
     assert "pleura" in capsys.readouterr().err
     assert main(args[:-6] + ["--nodules", "1", "--nodule-kinds", "bogus", "--force"]) == 2
     assert "unknown bogus" in capsys.readouterr().err
+
+
+def test_oblique_ct_insertion_and_labels(ct):
+    """A CT with an oblique direction matrix: placement, insertion and labels all go through index<->LPS."""
+    from dxr_core.drr import Physics, make_geometry, render_drr
+    from dxr_core.phantom.primitives import rotation
+
+    rot = rotation(8.0, 5.0, -4.0)
+    obl = Volume(ct.array, spacing=ct.spacing, origin=ct.origin, direction=rot)
+    geo = make_geometry(obl, view="pa", size=(128, 128))
+    base = render_drr(obl, geo, Physics(mode="mono"))
+    (nod,) = random_nodules(obl, 1, seed=2, kinds=["solid"], shapes=["sphere"], diameter_range=(14, 14))
+    check_inside_lung(nod, LungDistance(obl))
+    drr2, vol2, (lab,) = add_nodules_to_drr(base, obl, [nod], seed=0)
+    ijk = np.round(obl.world_to_index(np.asarray(nod.center_lps)[None])[0]).astype(int)
+    assert -10 <= vol2.array[ijk[2], ijk[1], ijk[0]] <= 100  # the nodule sits where its LPS centre says
+    full = render_drr(vol2, geo, Physics(mode="mono"))
+    assert np.abs(drr2.image - full.image).max() < 2e-3
+    x, y, w, h = lab["bbox"]
+    col, row = lab["centre_px"]
+    assert x <= col + 0.5 <= x + w and y <= row + 0.5 <= y + h
+    diff = np.abs(full.image - base.image) > 1e-4
+    ys, xs = np.nonzero(diff)
+    assert x - 1 <= xs.min() and xs.max() <= x + w and y - 1 <= ys.min() and ys.max() <= y + h
