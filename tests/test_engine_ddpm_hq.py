@@ -61,6 +61,10 @@ def test_resume_after_kill_continues_same_loss_curve(pairs, tmp_path):
     b = torch.load(run / "model.pt", weights_only=False)["state_dict"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert (run / "tb").is_dir() and any((run / "tb").iterdir())
+    # a finished run extended with a longer plan continues its iteration count
+    train_ddpm_hq(TrainConfig(pairs=str(pairs), out=str(ref), iters=iters + 3, ckpt_every=5, **ARGS))
+    assert [r["iteration"] for r in read_loss_log(ref)] == list(range(1, iters + 4))
+    assert load_enhancer(ref).meta["iteration"] == iters + 3
 
 
 def test_gloo_two_processes(pairs, tmp_path):
@@ -80,3 +84,15 @@ def test_options_and_inputs(pairs, tmp_path):
         train_ddpm_hq(TrainConfig(pairs=str(tmp_path), out=str(tmp_path / "y"), iters=2, **ARGS))
     proc = run_dxr("train", "ddpm-hq", "--pairs", pairs, "--out", tmp_path / "z", "--preset", "huge", "--iters", "1")
     assert proc.returncode == 2 and "preset" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_init_from_checkpoint(pairs, tmp_path):
+    a = tmp_path / "a"
+    train_ddpm_hq(TrainConfig(pairs=str(pairs), out=str(a), iters=3, ckpt_every=3, **ARGS))
+    args = dict(ARGS, lr=0.0)
+    train_ddpm_hq(TrainConfig(pairs=str(pairs), out=str(tmp_path / "b"), iters=2, ckpt_every=2,
+                              init=str(a / "model.pt"), **args))
+    ea, eb = load_enhancer(a), load_enhancer(tmp_path / "b")
+    assert eb.diffusion == ea.diffusion and eb.meta["init"] == str(a / "model.pt")
+    sa, sb = ea.model.state_dict(), eb.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

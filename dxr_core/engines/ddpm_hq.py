@@ -58,6 +58,7 @@ class TrainConfig:
     nproc_per_node: int | None = None
     stop_at: int | None = None  # stop (as if killed) after this iteration, checkpoint kept: for resume tests
     threads: int | None = None
+    init: str | None = None  # fine-tune from this enhancer checkpoint (its network + diffusion set-up win)
 
     def validate(self):
         if self.iters < 1:
@@ -129,13 +130,19 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
     dataset = PatchDataset(train_pairs, cfg.crop, cfg.seed)
 
     # ---------------- model / diffusion
-    mcfg = get_config(cfg.preset)
-    dcfg = DiffusionConfig(schedule=cfg.schedule, num_train_timesteps=cfg.timesteps, prediction=cfg.prediction,
-                           residual=cfg.residual,
-                           residual_scale=estimate_residual_scale(train_pairs) if cfg.residual else 1.0)
+    init = Enhancer.from_checkpoint(cfg.init) if cfg.init else None
+    if init is not None:
+        mcfg, dcfg = init.model_config, init.diffusion
+    else:
+        mcfg = get_config(cfg.preset)
+        dcfg = DiffusionConfig(schedule=cfg.schedule, num_train_timesteps=cfg.timesteps, prediction=cfg.prediction,
+                               residual=cfg.residual,
+                               residual_scale=estimate_residual_scale(train_pairs) if cfg.residual else 1.0)
     schedule = NoiseSchedule(dcfg)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     net = build_model(mcfg)
+    if init is not None:
+        net.load_state_dict(init.model.state_dict())
     ema = copy.deepcopy(net).to(device).eval().requires_grad_(False)
     model = idist.auto_model(net)
     optimizer = idist.auto_optim(torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay))
@@ -234,6 +241,7 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
     def export(tag: str, metrics: dict | None = None):
         enh = Enhancer(copy.deepcopy(ema).cpu(), mcfg, dcfg,
                        meta={"iteration": trainer.state.iteration, "preset": cfg.preset, "seed": cfg.seed,
+                             "init": cfg.init,
                              "pairs": str(cfg.pairs), "train_config": cfg_dict, "val": metrics or {}})
         enh.save(out / tag)
         return enh
@@ -296,7 +304,10 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
     t0 = time.time()
     if start < cfg.iters:
         if last is not None and trainer.state.epoch_length != cfg.iters:
-            trainer.state.epoch_length = cfg.iters  # a longer/shorter plan than the original run
+            # a longer plan than the original run: one epoch of cfg.iters, resumed inside it (ignite would
+            # otherwise see a finished epoch and start a new run from iteration 0)
+            trainer.state.epoch_length = cfg.iters
+            trainer.state.epoch = trainer.state.iteration // cfg.iters
         trainer.run(loader, max_epochs=1, epoch_length=cfg.iters)
     if tb is not None:
         tb.close()

@@ -47,8 +47,9 @@ def psnr(pred, ref, mask=None) -> float:
 
 
 def _scales(h: int, w: int) -> int:
+    """Most scales (<= 5) whose coarsest level still holds a kernel (and that MONAI's size check accepts)."""
     n = 1
-    while n < len(MS_WEIGHTS) and min(h, w) // 2 ** n >= KERNEL:
+    while n < len(MS_WEIGHTS) and min(h, w) // 2 ** n >= KERNEL and min(h, w) // max(1, n) ** 2 > KERNEL - 1:
         n += 1
     return n
 
