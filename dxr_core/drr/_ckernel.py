@@ -8,7 +8,9 @@ available, or ``DXR_NO_CKERNEL=1``, the torch path is used instead.
 
 The separable kernel converts each source row once per block of output rows and skips, exactly, source rows
 (and column ranges) whose converted values are all 0 (air at <= -1000 HU after the HU -> material clamp, zero
-padding): no threshold, the sum is unchanged (see ``joseph_separable`` below).
+padding): the sum is unchanged. With air clipping on (renders: ``Physics.air_hu``, default -950 HU) the voxels of
+a row outside its body span (first .. last voxel above the threshold) count as 0, which lets noisy air around the
+patient be skipped too (see ``joseph_separable`` below). The same conversion flags NaN/inf voxels it reads.
 
 Build: the system ``cc`` (``-O3 -march=native -fopenmp``, no ``-ffast-math``) compiles into a per-user cache
 (``$DXR_CACHE_DIR/kernels``, else ``$XDG_CACHE_HOME`` or ``~/.cache`` + ``/diffusionxray/kernels``), file name keyed
@@ -64,7 +66,17 @@ static inline float hu_b(float h, float hb) { float r = h * hb; return r > 0.0f 
    planes innermost), so each source row is converted ~once per block and the block's accumulators stay in cache.
    Exact empty-space skipping: a converted row whose values are all exactly 0 (e.g. air at <= -1000 HU after the
    HU -> material clamp) is skipped, and only the pixel columns whose taps reach its non-zero extent are resampled
-   and accumulated (others would add exact zeros). No threshold is involved: results equal the unskipped sum.
+   and accumulated (others would add exact zeros). Without air clipping results equal the unskipped sum.
+   Air clipping (air_on, threshold `air` in source units, HU for renders): in each source row, voxels outside the
+   span [first, last voxel above air] are air outside the patient and count as exactly 0; voxels inside the span
+   keep their values (lung, even emphysematous lung or a trachea below the threshold, is kept). Why: real CT air
+   is noisy (e.g. -1000 +- 10 HU); the HU -> material clamp at -1000 HU keeps the positive half of that noise and
+   drops the negative half, so the air around the patient adds a purely clamp-induced positive bias (tens of cm
+   of "air" at ~ +4 HU mean for sigma 10 HU) and, because almost no converted value is exactly 0, defeats the
+   skipping above. Clipping removes that bias and makes the air rows/columns skippable again. Tools that
+   integrate the volume as given (plastimatch's exact/Siddon projector with --hu-conversion none) include it.
+   nonfinite (may be NULL): set to 1 if any converted (i.e. read) part of a source row holds a NaN or +-inf --
+   the HU clamp would silently turn those into 0 -- else 0.
    out: (Cout, h, w) float32, overwritten; multiplied by step (h, w) (mm per plane step) when step != NULL. */
 
 static int first_inc_ge(const int32_t* a, int n, int v) { int lo = 0, hi = n; while (lo < hi) { int m = (lo + hi) >> 1; if (a[m] >= v) hi = m; else lo = m + 1; } return lo; }
@@ -98,42 +110,88 @@ static void resample_line(const float* L, const int32_t* p0, const int32_t* p1, 
     for (; u <= u1; ++u) T[u] = q0[u] * L[p0[u]] + q1[u] * L[p1[u]];
 }
 
-/* convert source row (channels at src + c*s_c, element x at x*s_u) for x in [xlo, xhi] into line[c*n_u + x];
-   returns 1 if any value is non-zero and sets [*xf, *xl] to the first/last non-zero x. */
-static int convert_row(const float* src, int64_t s_c, int64_t s_u, int Cin, int Cout, int mode, float mw, float mb,
-                       float hb, int n_u, int xlo, int xhi, float* line, int* xf, int* xl)
+/* 1 if any channel of element x of the source row is "not air": !(v <= air), so NaN counts as not air */
+static inline int above_air(const float* src, int64_t s_c, int64_t s_u, int Cin, int x, float air)
 {
-    /* "any non-zero" as an OR of the value bits (sign masked): an integer reduction, so it vectorises */
-    uint32_t m = 0;
+    for (int c = 0; c < Cin; ++c) if (!(src[c * s_c + (int64_t)x * s_u] <= air)) return 1;
+    return 0;
+}
+
+/* convert source row (channels at src + c*s_c, element x at x*s_u) for x in [xlo, xhi] into line[c*n_u + x];
+   returns 1 if any value is non-zero and sets [*xf, *xl] to the first/last non-zero x; sets *bad = 1 if a value
+   in [xlo, xhi] is NaN or +-inf (exponent bits all ones: an integer test, valid under any FP flags).
+   Air clipping (air_on): the source values (HU for modes 1/2, any channel for mode 0) are compared with `air`
+   while converting (running first/last index "above air", no extra pass); the body span of the row is
+   [F, L] = first/last x in the *whole* row (0..n_u-1) with a value above air. Only [xlo, xhi] is converted, so
+   when the span found inside it does not reach its ends the row is scanned outwards (early exit; nothing to scan
+   when the taps cover the whole row) to tell whether the body continues beyond [xlo, xhi]. Values outside
+   [F, L] are treated as exactly 0: excluded from [*xf, *xl], and the line value just outside each end of the
+   span is zeroed (resample_line reads at most one value beyond [*xf, *xl]). Rows with no value above air
+   anywhere are skipped (return 0). See joseph_separable for why. */
+static int convert_row(const float* src, int64_t s_c, int64_t s_u, int Cin, int Cout, int mode, float mw, float mb,
+                       float hb, int n_u, int xlo, int xhi, int air_on, float air, float* line, int* xf, int* xl,
+                       int* bad)
+{
+    /* "any non-zero" as an OR of the value bits (sign masked) and "any non-finite" as an OR of exponent tests:
+       integer reductions; first/last above air as int min/max reductions, so the loops vectorise */
+    /* first above air as a max of (BIG - x): gcc 12 vectorises index-max reductions but not index-min ones */
+    uint32_t m = 0, nf = 0;
+    int fb = -1, la = -1;
+#define DXR_AIR(V) { const int k_ = !((V) <= air); const int c0_ = k_ ? 0x3fffffff - x : -1, c1_ = k_ ? x : -1; \
+                     fb = c0_ > fb ? c0_ : fb; la = c1_ > la ? c1_ : la; }
+#define DXR_NF(V) nf |= (uint32_t)((fbits(V) & 0x7f800000u) == 0x7f800000u)
     if (mode == 0) {
         for (int c = 0; c < Cin; ++c) {
             const float* s = src + c * s_c;
             float* t = line + (int64_t)c * n_u;
             if (s_u == 1) {
-                for (int x = xlo; x <= xhi; ++x) { const float v = s[x]; t[x] = v; m |= fbits(v) & 0x7fffffffu; }
+                for (int x = xlo; x <= xhi; ++x) { const float v = s[x]; t[x] = v; m |= fbits(v) & 0x7fffffffu; DXR_NF(v); DXR_AIR(v); }
             } else {
-                for (int x = xlo; x <= xhi; ++x) { const float v = s[(int64_t)x * s_u]; t[x] = v; m |= fbits(v) & 0x7fffffffu; }
+                for (int x = xlo; x <= xhi; ++x) { const float v = s[(int64_t)x * s_u]; t[x] = v; m |= fbits(v) & 0x7fffffffu; DXR_NF(v); DXR_AIR(v); }
             }
         }
     } else if (mode == 1) {
         float* t0 = line;
         float* t1 = line + n_u;
         if (s_u == 1) {
-            for (int x = xlo; x <= xhi; ++x) { const float hh = src[x]; const float a = hu_w(hh, hb), b = hu_b(hh, hb); t0[x] = a; t1[x] = b; m |= (fbits(a) | fbits(b)) & 0x7fffffffu; }
+            for (int x = xlo; x <= xhi; ++x) { const float hh = src[x]; const float a = hu_w(hh, hb), b = hu_b(hh, hb); t0[x] = a; t1[x] = b; m |= (fbits(a) | fbits(b)) & 0x7fffffffu; DXR_NF(hh); DXR_AIR(hh); }
         } else {
-            for (int x = xlo; x <= xhi; ++x) { const float hh = src[(int64_t)x * s_u]; const float a = hu_w(hh, hb), b = hu_b(hh, hb); t0[x] = a; t1[x] = b; m |= (fbits(a) | fbits(b)) & 0x7fffffffu; }
+            for (int x = xlo; x <= xhi; ++x) { const float hh = src[(int64_t)x * s_u]; const float a = hu_w(hh, hb), b = hu_b(hh, hb); t0[x] = a; t1[x] = b; m |= (fbits(a) | fbits(b)) & 0x7fffffffu; DXR_NF(hh); DXR_AIR(hh); }
         }
     } else {
         float* t0 = line;
         if (s_u == 1) {
-            for (int x = xlo; x <= xhi; ++x) { const float hh = src[x]; const float v = mw * hu_w(hh, hb) + mb * hu_b(hh, hb); t0[x] = v; m |= fbits(v) & 0x7fffffffu; }
+            for (int x = xlo; x <= xhi; ++x) { const float hh = src[x]; const float v = mw * hu_w(hh, hb) + mb * hu_b(hh, hb); t0[x] = v; m |= fbits(v) & 0x7fffffffu; DXR_NF(hh); DXR_AIR(hh); }
         } else {
-            for (int x = xlo; x <= xhi; ++x) { const float hh = src[(int64_t)x * s_u]; const float v = mw * hu_w(hh, hb) + mb * hu_b(hh, hb); t0[x] = v; m |= fbits(v) & 0x7fffffffu; }
+            for (int x = xlo; x <= xhi; ++x) { const float hh = src[(int64_t)x * s_u]; const float v = mw * hu_w(hh, hb) + mb * hu_b(hh, hb); t0[x] = v; m |= fbits(v) & 0x7fffffffu; DXR_NF(hh); DXR_AIR(hh); }
+        }
+    }
+#undef DXR_AIR
+#undef DXR_NF
+    if (nf) *bad = 1;
+    const int fa = 0x3fffffff - fb;  /* valid when la >= 0 */
+    int a = xlo, b = xhi;
+    if (air_on) {
+        if (la >= 0) {  /* the body span meets [xlo, xhi] at [fa, la], extended to an end if the body goes on */
+            a = fa; b = la;
+            if (a > xlo) for (int x = xlo - 1; x >= 0; --x) if (above_air(src, s_c, s_u, Cin, x, air)) { a = xlo; break; }
+            if (b < xhi) for (int x = xhi + 1; x < n_u; ++x) if (above_air(src, s_c, s_u, Cin, x, air)) { b = xhi; break; }
+        } else {        /* all air in [xlo, xhi]: inside the body only if the body lies on both sides */
+            int left = 0, right = 0;
+            for (int x = xlo - 1; x >= 0 && !left; --x) left = above_air(src, s_c, s_u, Cin, x, air);
+            if (left) for (int x = xhi + 1; x < n_u && !right; ++x) right = above_air(src, s_c, s_u, Cin, x, air);
+            if (!(left && right)) return 0;
+        }
+        for (int c = 0; c < Cout; ++c) {
+            if (a > xlo) line[(int64_t)c * n_u + a - 1] = 0.0f;
+            if (b < xhi) line[(int64_t)c * n_u + b + 1] = 0.0f;
         }
     }
     if (m == 0) return 0;
-    int a = xlo, b = xhi;
-    for (;; ++a) { int nz = 0; for (int c = 0; c < Cout; ++c) nz |= line[(int64_t)c * n_u + a] != 0.0f; if (nz) break; }
+    for (;; ++a) {
+        if (a > b) return 0;
+        int nz = 0; for (int c = 0; c < Cout; ++c) nz |= line[(int64_t)c * n_u + a] != 0.0f; if (nz) break;
+    }
     for (;; --b) { int nz = 0; for (int c = 0; c < Cout; ++c) nz |= line[(int64_t)c * n_u + b] != 0.0f; if (nz) break; }
     *xf = a; *xl = b;
     return 1;
@@ -144,8 +202,10 @@ void joseph_separable(const float* vol, int64_t s_k, int64_t s_c, int64_t s_r, i
                       int K, int kmin, int h, int w,
                       const int32_t* iv0, const int32_t* iv1, const float* wv0, const float* wv1,
                       const int32_t* iu0, const int32_t* iu1, const float* wu0, const float* wu1,
-                      const float* step, float* out, int nthreads, int rows_per_block)
+                      const float* step, float* out, int nthreads, int rows_per_block,
+                      int air_on, float air, int* nonfinite)
 {
+    int any_bad = 0;
     const int Cout = mode == 1 ? 2 : (mode == 2 ? 1 : Cin);
     const int RB = rows_per_block > 0 ? rows_per_block : 16;
     const int nblk = (h + RB - 1) / RB;
@@ -157,6 +217,7 @@ void joseph_separable(const float* vol, int64_t s_k, int64_t s_c, int64_t s_r, i
         int* stamp = NULL;     /* slot s computed for plane stamp[s] - 1 */
         int* ua = NULL;        /* non-zero column range of slot s: [ua, ub]; ua > ub: all zero */
         int* ub = NULL;
+        int bad = 0;           /* a non-finite value in a converted (i.e. read) part of a source row */
         #pragma omp for schedule(dynamic, 1)
         for (int bi = 0; bi < nblk; ++bi) {
             const int rb = bi * RB, re = rb + RB < h ? rb + RB : h;
@@ -201,7 +262,7 @@ void joseph_separable(const float* vol, int64_t s_k, int64_t s_c, int64_t s_r, i
                         stamp[s] = 1;
                         int xf, xl;
                         if (!convert_row(base + (int64_t)(s + vlo) * s_r, s_c, s_u, Cin, Cout, mode, mw, mb, hb, n_u,
-                                         xlo, xhi, line, &xf, &xl)) { ua[s] = 1; ub[s] = 0; continue; }
+                                         xlo, xhi, air_on, air, line, &xf, &xl, &bad)) { ua[s] = 1; ub[s] = 0; continue; }
                         int u0, u1;
                         if (inc) { u0 = first_inc_ge(pu1, w, xf); u1 = first_inc_gt(pu0, w, xl) - 1; }
                         else { u0 = first_dec_le(pu0, w, xl); u1 = first_dec_lt(pu1, w, xf) - 1; }
@@ -252,7 +313,12 @@ void joseph_separable(const float* vol, int64_t s_k, int64_t s_c, int64_t s_r, i
                     }
         }
         free(line); free(T); free(stamp); free(ua); free(ub);
+        if (bad) {
+            #pragma omp atomic write
+            any_bad = 1;
+        }
     }
+    if (nonfinite != NULL) *nonfinite = any_bad;
 }
 
 /* Bilinear taps of the separable case along one axis: for plane j and pixel u, q = s + alpha[j] * (p[u] - s)
@@ -423,7 +489,8 @@ def load():
     ci = ctypes.c_int
     cf = ctypes.c_float
     lib.joseph_separable.argtypes = [f32, i64, i64, i64, i64, ci, ci, cf, cf, cf, ci, ci, ci, ci, ci,
-                                     i32, i32, f32, f32, i32, i32, f32, f32, f32, f32, ci, ci]
+                                     i32, i32, f32, f32, i32, i32, f32, f32, f32, f32, ci, ci, ci, cf,
+                                     ctypes.POINTER(ctypes.c_int)]
     lib.joseph_separable.restype = None
     lib.joseph_general.argtypes = [f32, ci, ci, ci, ci, ci, f64, f64, f64, f64, i32, i32, f32, ci]
     lib.joseph_general.restype = None

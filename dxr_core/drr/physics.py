@@ -25,6 +25,13 @@ Where every number comes from:
 * Quantum noise: the detected signal is Poisson(N0 * I/I0) / N0 with N0 = ``photons_per_pixel`` (unattenuated
   photons per pixel); counts below 0.5 are set to 0.5 before the log. (For an energy-integrating detector this
   is the usual photon-count approximation of the compound-Poisson statistics.)
+* Air outside the patient (``air_hu``, default -950 HU; None: off): along each CT row parallel to the detector
+  rows, voxels outside [first, last voxel above air_hu] are air outside the body and contribute exactly 0;
+  voxels inside that span keep their values (lung, even emphysematous lung below -950 HU, or the trachea).
+  Reason: CT air is noisy (e.g. -1000 +- 10 HU) and the HU -> material clamp at -1000 HU keeps only the
+  positive half of that noise, so tens of cm of air around the patient would add a clamp-induced positive bias
+  (~ +4 HU mean at sigma 10 HU) and nothing could be skipped as empty. Projectors that integrate the volume as
+  given (e.g. plastimatch exact, --hu-conversion none) include that air; ``project`` (raw values) does too.
 * Display: P = -ln(I/I0) (the "log" image), image = clip((P - window_lo) / (window_hi - window_lo), 0, 1):
   bone/high attenuation bright, air dark. The window is fixed (default 0..7, chosen so a typical adult chest at
   60 keV or 120 kVp lands inside it) and recorded in the sidecar, so two renders with the same window are
@@ -137,6 +144,7 @@ class Physics:
     photons_per_pixel: float | None = None  # None: noise-free; else unattenuated photons per pixel
     window: tuple[float, float] = (0.0, 7.0)  # log-image window (P = -ln I/I0) mapped to [0, 1]
     ct_effective_energy_kev: float = 70.0  # CT effective energy that defines HU -> bone fraction
+    air_hu: float | None = -950.0  # air clipping threshold (HU) outside the body; None: integrate all air
 
     def __post_init__(self) -> None:
         self.mode = str(self.mode).lower()
@@ -158,6 +166,11 @@ class Physics:
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
             raise OptionError(f"window {self.window} must be (low, high) with high > low, in units of -ln(I/I0).")
         self.window = (lo, hi)
+        if self.air_hu is not None:
+            if isinstance(self.air_hu, bool) or not isinstance(self.air_hu, (int, float, np.floating, np.integer)) \
+                    or not np.isfinite(self.air_hu):
+                raise OptionError(f"air_hu {self.air_hu!r} must be a finite HU value (e.g. -950) or None (no air clipping).")
+            self.air_hu = float(self.air_hu)
 
     # --- spectra / coefficients -------------------------------------------------------------------------------
     @property

@@ -68,13 +68,21 @@ class PlaneSource:
     """A channels-first volume (C, Z, Y, X) that hands out contiguous plane stacks (N_a, C, H, W) per axis.
 
     ``make`` (optional) builds the plane stack for an axis directly (e.g. HU -> basis materials written straight
-    into the permuted layout, so the full-size volume is never held twice). Stacks are cached per axis.
+    into the permuted layout, so the full-size volume is never held twice); it is called as
+    ``make(axis, along_w)`` and, when ``air`` is set, clips air outside the body along the stack's W axis
+    (``along_w``) or H axis. Stacks are cached per (axis, along_w).
+
+    ``air`` (optional): air-clipping threshold in the units of ``raw`` (HU for renders, see
+    ``Physics.air_hu``): along each volume row parallel to the detector rows (the plane stack's column axis),
+    values outside [first, last value above ``air``] count as 0. The native kernel applies it to ``raw``;
+    ``make`` must apply it to the stacks it builds. None: no clipping.
     """
 
     def __init__(self, shape_zyx: Sequence[int], channels: int, device: torch.device,
                  tensor: torch.Tensor | None = None,
                  make: Callable[[int], torch.Tensor] | None = None,
-                 raw: np.ndarray | None = None, transfer: tuple[int, float, float, float] = (0, 0.0, 0.0, 1.0)) -> None:
+                 raw: np.ndarray | None = None, transfer: tuple[int, float, float, float] = (0, 0.0, 0.0, 1.0),
+                 air: float | None = None) -> None:
         self.shape_zyx = tuple(int(s) for s in shape_zyx)
         self.channels = int(channels)
         self.device = torch.device(device)
@@ -85,6 +93,7 @@ class PlaneSource:
         # (mode 0 identity, 1 HU->basis, 2 HU->mu; params mw, mb, hu_bone), converted on the fly per tap.
         self.raw = raw
         self.transfer = transfer
+        self.air = None if air is None else float(air)
         if raw is None and tensor is not None and tensor.device.type == "cpu":
             self.raw = tensor.contiguous().numpy()
 
@@ -96,23 +105,44 @@ class PlaneSource:
         t = t.to(device=device, dtype=torch.float32)
         return cls(t.shape[1:], t.shape[0], t.device, tensor=t)
 
-    def planes(self, axis: int) -> torch.Tensor:
-        if axis not in self._cache:
+    def planes(self, axis: int, along_w: bool = True) -> torch.Tensor:
+        """(N_a, C, H, W) stack; ``along_w``: the axis air clipping runs along (W, else H; see ``air``)."""
+        key = (axis, bool(along_w) if self._make is not None else True)
+        if key not in self._cache:
             if self._make is not None:
-                stack = self._make(axis)
+                stack = self._make(axis, bool(along_w))
             else:
+                if self.air is not None:
+                    raise ValueError("PlaneSource: air clipping needs a `make` that applies it")
                 perm = _LAYOUT[axis][0]
                 stack = self._tensor.permute(*perm).contiguous()  # type: ignore[union-attr]
             if self._make is not None:  # built on demand: keep one layout at a time to bound memory
                 self._cache.clear()
-            self._cache[axis] = stack
-        return self._cache[axis]
+            self._cache[key] = stack
+        return self._cache[key]
 
 
-def _check_volume_values(array) -> None:
+NONFINITE_MESSAGE = ("The CT volume contains NaN or infinite voxels; fill them (e.g. with -1000 HU for air) "
+                     "or fix the conversion that produced them.")
+# volumes up to this many voxels get the full NaN/inf pre-check (a few ms); larger ones are checked where rays
+# read them: the native kernel flags non-finite values in the rows it converts, the torch path checks the blocks
+# it converts, and every projection's output is checked (_check_projection)
+_PRECHECK_MAX_VOXELS = 1 << 22
+
+
+def _check_volume_values(array, full: bool | None = None) -> None:
+    """Empty volume -> InputError. NaN/inf voxels -> InputError, checked here for small volumes (or ``full``);
+    for large ones the projection checks what its rays read (see ``_PRECHECK_MAX_VOXELS``)."""
     a = torch.as_tensor(array)
     if a.numel() == 0:
         raise InputError("The CT volume is empty (a dimension has size 0); give a non-empty volume.")
+    if full is None:
+        full = a.numel() <= _PRECHECK_MAX_VOXELS
+    if full:
+        _check_finite(a)
+
+
+def _check_finite(a: torch.Tensor) -> None:
     arr = a.numpy() if a.device.type == "cpu" else None
     lib = _ckernel.load() if arr is not None and arr.dtype == np.float32 and arr.flags.c_contiguous else None
     if lib is not None:  # one parallel pass, integer test of the exponent bits
@@ -124,8 +154,17 @@ def _check_volume_values(array) -> None:
         if not finite and bool(torch.isfinite(a).all()):
             finite = True
     if not finite:
-        raise InputError("The CT volume contains NaN or infinite voxels; fill them (e.g. with -1000 HU for air) "
-                         "or fix the conversion that produced them.")
+        raise InputError(NONFINITE_MESSAGE)
+
+
+def _check_projection(out, volume_array) -> None:
+    """A NaN/inf voxel that any ray reads makes that pixel non-finite: then raise the NaN/inf InputError (after a
+    full check of the volume, on this error path only, so a float32 overflow of finite values is not reported as
+    NaN voxels). NaN voxels that no ray reads do not matter."""
+    o = out.numpy() if isinstance(out, torch.Tensor) and out.device.type == "cpu" else out
+    ok = bool(np.isfinite(o).all()) if isinstance(o, np.ndarray) else bool(torch.isfinite(o).all())
+    if not ok:
+        _check_finite(torch.as_tensor(volume_array))
 
 
 def _ray_setup(index_to_world: np.ndarray, geometry, pixel_box):
@@ -277,7 +316,8 @@ def _project_separable(source: PlaneSource, axes, s_idx, d0, du, dv, amat, box, 
     n_a = (nx, ny, nz)[a]
     H, W = (nz, nz, ny)[a], (ny, nx, nx)[a]
     lib0 = _ckernel.load() if dev.type == "cpu" else None
-    planes = None if (lib0 is not None and source.raw is not None) else source.planes(a)  # (N, C, H, W)
+    # air clipping runs along the pixel-column axis cu (the native kernel's source rows): W or H of the stack
+    planes = None if (lib0 is not None and source.raw is not None) else source.planes(a, along_w=(cu == w_ax))
     # p(c, r)_a is constant (detector parallel to the planes); rays: q(k) = s_q + (k - s_a)/(p_a - s_a) (p_q - s_q)
     pa = d0[a]
     denom = pa - s_idx[a]
@@ -373,12 +413,14 @@ def _separable_native(lib, source, planes, a, cu, cv, w_ax, H, W, C, h, w, kmin,
         s_k, s_c = strides_idx[a], nx * ny * nz
         s_r, s_u = strides_idx[cv], strides_idx[cu]
         mode, tmw, tmb, thb = source.transfer
+        air = source.air
     else:
         pl = planes.contiguous().numpy()
         cin = C
         s_k, s_c = C * H * W, H * W
         s_r, s_u = (W, 1) if col_is_w else (1, W)
         mode, tmw, tmb, thb = 0, 0.0, 0.0, 1.0
+        air = None  # the stack was built (and clipped) by source.planes
     res = np.empty((C, h, w), dtype=np.float32)  # every element is written by the kernel
     step_c = np.ascontiguousarray(step_np, dtype=np.float32)
     # small jobs (a nodule's box): one thread; waking a pool costs more than it saves, most of all on a busy machine
@@ -386,11 +428,15 @@ def _separable_native(lib, source, planes, a, cu, cv, w_ax, H, W, C, h, w, kmin,
     # output-row blocks: big enough to reuse each converted source row, small enough for >= 4 blocks per thread
     rows_per_block = int(max(1, min(16, h // (4 * nthreads))))
     P = _ckernel.ptr
+    bad = ctypes.c_int(0)
     lib.joseph_separable(P(pl, ctypes.c_float), s_k, s_c, s_r, s_u, cin, int(mode), float(tmw), float(tmb),
                          float(1.0 / thb), int(n_col_ax), K, kmin, h, w,
                          P(iv0, ctypes.c_int32), P(iv1, ctypes.c_int32), P(wv0, ctypes.c_float), P(wv1, ctypes.c_float),
                          P(iu0, ctypes.c_int32), P(iu1, ctypes.c_int32), P(wu0, ctypes.c_float), P(wu1, ctypes.c_float),
-                         P(step_c, ctypes.c_float), P(res, ctypes.c_float), nthreads, rows_per_block)
+                         P(step_c, ctypes.c_float), P(res, ctypes.c_float), nthreads, rows_per_block,
+                         int(air is not None), float(air if air is not None else 0.0), ctypes.byref(bad))
+    if bad.value:  # a NaN/inf voxel in a row the rays read (the HU clamp would have turned it into 0)
+        raise InputError(NONFINITE_MESSAGE)
     return torch.from_numpy(res)
 
 
@@ -398,9 +444,11 @@ def project(volume, geometry, pixel_box=None, device: str | torch.device = "cpu"
     """Line integrals of ``volume.array`` (value x mm) along every ray of ``geometry``.
 
     ``pixel_box`` = (r0, r1, c0, c1), half-open, restricts the computation (and the result) to those pixels.
-    Returns float32 numpy (rows, cols), or the box.
+    Returns float32 numpy (rows, cols), or the box. The values are integrated as given (no air clipping: they
+    need not be HU; :func:`dxr_core.drr.render_drr` clips air, see ``Physics.air_hu``).
     """
     _check_volume_values(volume.array)
     src = PlaneSource.from_array(np.ascontiguousarray(volume.array, dtype=np.float32), device=device)
-    img = project_tensor(src, volume.index_to_world_matrix, geometry, pixel_box)
-    return img[0].cpu().numpy()
+    img = project_tensor(src, volume.index_to_world_matrix, geometry, pixel_box)[0].cpu().numpy()
+    _check_projection(img, volume.array)
+    return img

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from dxr_core.drr.geometry import ConeBeamGeometry
 from dxr_core.drr.physics import Physics, hu_to_basis
-from dxr_core.drr.projector import _LAYOUT, PlaneSource, _check_volume_values, project_tensor
+from dxr_core.drr.projector import (_LAYOUT, NONFINITE_MESSAGE, PlaneSource, _check_projection, _check_volume_values,
+                                    project_tensor)
 from dxr_core.errors import GeometryError, InputError
 
 __all__ = ["DRR", "render_drr", "add_volume_delta", "apply_physics"]
@@ -81,14 +82,28 @@ class DRR:
         }
 
 
+def body_span_mask(hu: torch.Tensor, air_hu: float, dim: int) -> torch.Tensor:
+    """True inside each line's body span along ``dim``: from its first to its last voxel above ``air_hu`` (NaN
+    counts as above); lines with no such voxel are all False. Mirrors the native kernel's air clipping."""
+    keep = ~(hu <= air_hu)
+    fwd = keep.cumsum(dim) > 0
+    bwd = keep.flip(dim).cumsum(dim).flip(dim) > 0
+    return fwd & bwd
+
+
 def _hu_plane_source(hu: np.ndarray, physics: Physics, channels: int, device: torch.device) -> PlaneSource:
-    """Plane stacks of the basis volumes (channels=2) or of mu(E) (channels=1), built straight from HU."""
+    """Plane stacks of the basis volumes (channels=2) or of mu(E) (channels=1), built straight from HU.
+
+    Air clipping (``physics.air_hu``, None: off): along each volume row parallel to the detector rows, voxels
+    outside [first, last voxel above air_hu] count as 0 (air outside the patient; see Physics.air_hu). The
+    native kernel does it while converting each row; ``make`` (torch path) does the same per converted block."""
     hu_t = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))
     hu_bone = physics.hu_bone
     mw, mb = physics.basis_mu(physics.energy_kev)
     mw, mb = float(mw[0]), float(mb[0])
+    air = physics.air_hu
 
-    def make(axis: int) -> torch.Tensor:
+    def make(axis: int, along_w: bool = True) -> torch.Tensor:
         perm = _LAYOUT[axis][0]
         view = hu_t[None].permute(*perm)  # (N, 1, H, W) view
         n = view.shape[0]
@@ -96,7 +111,13 @@ def _hu_plane_source(hu: np.ndarray, physics: Physics, channels: int, device: to
         step = max(1, (1 << 22) // max(1, view.shape[2] * view.shape[3]))
         for i in range(0, n, step):
             blk = view[i:i + step, 0].to(device)
+            if not bool(torch.isfinite(blk).all()):  # part of this conversion pass (the clamp would hide -inf)
+                raise InputError(NONFINITE_MESSAGE)
             w, b = hu_to_basis(blk, hu_bone)
+            if air is not None:
+                inside = body_span_mask(blk, air, -1 if along_w else -2)
+                w = torch.where(inside, w, 0.0)
+                b = torch.where(inside, b, 0.0)
             if channels == 2:
                 out[i:i + step, 0] = w
                 out[i:i + step, 1] = b
@@ -107,7 +128,7 @@ def _hu_plane_source(hu: np.ndarray, physics: Physics, channels: int, device: to
     z, y, x = hu.shape
     raw = hu_t.numpy()[None] if device.type == "cpu" else None  # native kernel converts HU per tap (no copy)
     transfer = (1 if channels == 2 else 2, mw, mb, float(hu_bone))
-    return PlaneSource((z, y, x), channels, device, make=make, raw=raw, transfer=transfer)
+    return PlaneSource((z, y, x), channels, device, make=make, raw=raw, transfer=transfer, air=air)
 
 
 def apply_physics(physics: Physics, line_integral: np.ndarray, basis: np.ndarray | None,
@@ -129,7 +150,8 @@ def render_drr(volume_hu, geometry: ConeBeamGeometry, physics: Physics | None = 
                device: str | torch.device | None = "cpu", keep_basis: bool | None = None) -> DRR:
     """Render a DRR of ``volume_hu`` (a :class:`dxr_core.volume.Volume` in HU) with ``geometry``.
 
-    physics: default ``Physics()`` (mono 60 keV, no noise). seed: noise seed (same seed, same image).
+    physics: default ``Physics()`` (mono 60 keV, no noise; air outside the body clipped at ``air_hu`` = -950 HU,
+    see :class:`Physics`). seed: noise seed (same seed, same image).
     device: "cpu" (default), "cuda", or None (CUDA when available). keep_basis: keep the two basis projections
     (always in poly mode; default off in mono mode, where ``line_integral`` is sufficient for
     :func:`add_volume_delta`).
@@ -144,6 +166,7 @@ def render_drr(volume_hu, geometry: ConeBeamGeometry, physics: Physics | None = 
     src = _hu_plane_source(volume_hu.array, physics, channels, dev)
     proj = project_tensor(src, volume_hu.index_to_world_matrix, geometry)  # (C, rows, cols)
     del src
+    _check_projection(proj, volume_hu.array)  # NaN/inf voxels that rays read (large volumes: not pre-checked)
     t1 = time.perf_counter()
     if channels == 2:
         basis = proj.cpu().numpy()
@@ -244,6 +267,7 @@ def add_volume_delta(drr: DRR, delta_hu, seed: int | None = None, base_hu=None,
         vol = ((w1 - w0) * float(mw[0]) + (b1 - b0) * float(mb[0]))[None]
     src = PlaneSource(vol.shape[1:], vol.shape[0], dev, tensor=vol)
     d = project_tensor(src, delta_hu.index_to_world_matrix, drr.geometry, (r0, r1, c0, c1)).cpu().numpy()
+    _check_projection(d, delta_hu.array)
     if keep_basis:
         out.basis[:, r0:r1, c0:c1] += d  # type: ignore[index]
         mw, mb = phys.basis_mu(phys.effective_energy_kev)
