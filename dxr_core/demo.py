@@ -22,7 +22,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, size: int = 512, n_nodules: int
     ``<view>_enhanced.{png,dcm}`` into ``out_dir``; returns a summary dict (also written as ``summary.json``).
     """
     from dxr_core.drr import Physics, make_geometry, render_drr
-    from dxr_core.io import write_drr, write_radiograph
+    from dxr_core.io import read_radiograph, write_drr, write_radiograph
     from dxr_core.nodules import add_nodules_to_drr, random_nodules, to_coco, write_coco
     from dxr_core.phantom import make_chest_phantom
 
@@ -61,7 +61,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, size: int = 512, n_nodules: int
             t2 = time.perf_counter()
             hq = enhancer.enhance(drr.image, scale=2.0, sampler=sampler, steps=steps, seed=seed, progress=True)
             spacing = tuple(s / 2.0 for s in drr.geometry.pixel_spacing_mm)
-            dcm_meta = {"dicom": {}, "sidecar": drr.sidecar()}
+            _, _, dcm_meta = read_radiograph(paths["dcm"])  # the enhanced DX carries the DRR's patient/study tags
             for ext in ("png", "dcm"):
                 write_radiograph(hq, spacing, out / f"{view}_enhanced.{ext}", template_meta=dcm_meta,
                                  description=f"DDPM-HQ {sampler} {steps} steps x2")
