@@ -29,8 +29,8 @@ SETTINGS = [("ddpm", None), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpmpp", 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="enhancer checkpoint (default: shipped weights)")
-    ap.add_argument("--images", type=int, default=4)
-    ap.add_argument("--size", type=int, default=128, help="HQ size of the held-out images")
+    ap.add_argument("--images", type=int, default=3)
+    ap.add_argument("--size", type=int, default=256, help="HQ size of the held-out images (the shipped model saw 256)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("DXR_THREADS", "1")))
     args = ap.parse_args(argv)

@@ -52,7 +52,7 @@ def add_commands(subparsers) -> None:
                                     "RUN/checkpoints when restarted; runs under torchrun for several GPUs/processes.")
     d.add_argument("--pairs", required=True, metavar="DIR", help="folder with lq/ and hq/ sub-folders")
     d.add_argument("--out", required=True, metavar="RUN", help="run folder (checkpoints, logs, model.pt)")
-    d.add_argument("--preset", default="pu-small", help="model preset: tiny, pu-small (default), pu-base, "
+    d.add_argument("--preset", default="pu-small", help="model preset: tiny, pu-small (default), pu-fast, pu-base, "
                                                           "monai-tiny, paper")
     d.add_argument("--iters", type=int, default=2000)
     d.add_argument("--batch-size", type=int, default=8)
@@ -118,7 +118,7 @@ def run_enhance(args) -> int:
     for i, f in enumerate(files):
         img, spacing, meta = read_radiograph(f)
         res = enh.enhance(img, scale=args.scale, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                          tile=args.tile or None, overlap=args.overlap, eta=args.eta)
+                          tile=args.tile or None, overlap=args.overlap, eta=args.eta, progress=sys.stderr.isatty())
         new_spacing = None
         if spacing is not None:
             new_spacing = (spacing[0] * img.shape[0] / res.shape[0], spacing[1] * img.shape[1] / res.shape[1])
