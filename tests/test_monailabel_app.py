@@ -401,7 +401,7 @@ def test_bad_conf_value_stops_startup_with_message(studies, tmp_path):
     assert "--conf steps must be a whole number" in str(err.value)
 
 
-def test_train_task_through_rest(server_with_model, tmp_path):
+def test_train_task_through_rest(server_with_model, tiny_model, tmp_path):
     """POST /train/ddpm_hq_finetune runs dxr_core's DDPM-HQ training on the datastore radiographs (tiny run)."""
     srv = server_with_model
     r = requests.post(f"{srv.url}/train/ddpm_hq_finetune", json={"steps": 2, "batch_size": 1, "crop": 16},
@@ -423,5 +423,6 @@ def test_train_task_through_rest(server_with_model, tmp_path):
     assert enh.model_config.channels == (32, 64)  # the served (tiny) architecture
     stats = requests.get(f"{srv.url}/info/", timeout=10).json()["train_stats"]["ddpm_hq_finetune"]
     assert stats["model"] == str(model) and stats["images"] == 1 and stats["steps"] == 2
+    assert stats["initialised_from"] == str(tiny_model)  # fine-tuned from the served weights, not from scratch
     # the server kept serving during training
     assert requests.get(f"{srv.url}/info/", timeout=10).status_code == 200

@@ -8,9 +8,8 @@ server uses now. The result is copied atomically to ``<model_dir>/ddpm_hq_finetu
 then uses (unless ``--conf model_path`` pins another checkpoint); ``<model_dir>/ddpm_hq_finetuned.json`` (also in
 ``/info`` under ``train_stats``) records the run.
 
-Initial weights: when ``dxr_core``'s ``TrainConfig`` accepts initial weights (an ``init`` field) the served model
-is the starting point (true fine-tuning); the ``dxr_core`` of this version has no such field, so the run starts
-from fresh weights of the same architecture, and the stats say so (``initialised_from: null``).
+Initial weights: the served model (or ``init``) is the starting point, passed as ``TrainConfig.init``, so this is
+true fine-tuning; the stats record it under ``initialised_from``.
 
 Parameters: ``steps`` (optimiser steps, default 200), ``batch_size`` (default 4), ``lr`` (default 5e-5),
 ``crop`` (training crop in pixels, default 128, clipped to the smallest radiograph), ``seed`` (default 0),
@@ -119,8 +118,6 @@ def run_training(images: List[str], init: str, work: str, *, steps: int, batch_s
                  seed: int, device: str) -> Dict[str, Any]:
     """Pairs (radiograph = HQ, its degraded copy = LQ) -> ``dxr_core.engines.train_ddpm_hq`` with the network and
     diffusion set-up of the served model ``init``; returns the run summary (``model`` = the new checkpoint)."""
-    import dataclasses
-
     import numpy as np
 
     from dxr_core.data.pairs import write_image
@@ -146,21 +143,16 @@ def run_training(images: List[str], init: str, work: str, *, steps: int, batch_s
     if smallest is None:
         raise InputError("Every radiograph in the datastore is too small to train on; add larger radiographs.")
     crop = max(multiple, min(int(crop), smallest) // multiple * multiple)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     d = served.diffusion
     kwargs: Dict[str, Any] = dict(pairs=pairs, out=os.path.join(work, "run"), preset=served.model_config.to_dict(),
                                   iters=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
                                   schedule=d.schedule, timesteps=d.num_train_timesteps, prediction=d.prediction,
-                                  residual=d.residual, progress=False)
-    init_key = next((k for k in ("init", "init_weights", "init_from", "pretrained") if k in fields), None)
-    if init_key:
-        kwargs[init_key] = init
-    kwargs = {k: v for k, v in kwargs.items() if k in fields}
+                                  residual=d.residual, progress=False, init=init)
     if device.startswith("cuda"):
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", device.split(":")[1] if ":" in device else "0")
     summary = train_ddpm_hq(TrainConfig(**kwargs))
     model = summary.get("model") or os.path.join(work, "run", "model.pt")
     if not os.path.isfile(model):
         raise ModelError(f"Training finished without writing {model}; see the training log.")
-    return {"model_trained": model, "initialised_from": init if init_key else None,
+    return {"model_trained": model, "initialised_from": init,
             "architecture_of": init, "crop": crop, "pairs": pairs, "summary": summary}
