@@ -17,6 +17,7 @@ import numpy as np
 from dxr_core.errors import OptionError
 from dxr_core.phantom.anatomy import HU, ChestModel, build_chest
 from dxr_core.phantom.effects import CTEffects, apply_ct_effects
+from dxr_core.phantom.pairs import drr_pair  # noqa: F401  (fine/coarse DRR pairs for DDPM-HQ)
 from dxr_core.phantom.voxelize import voxelize as voxelize_layers
 from dxr_core.volume import Volume
 
