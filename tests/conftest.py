@@ -37,6 +37,21 @@ def require_tool(name: str) -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_ddpm_hq_model(tmp_path_factory) -> Path:
+    """A randomly initialised 'tiny' DDPM-HQ checkpoint in the enhancer's own format (for plumbing tests of servers)."""
+    import torch
+
+    from dxr_core.diffusion.enhancer import Enhancer
+    from dxr_core.diffusion.schedule import DiffusionConfig
+    from dxr_core.models import build_model, get_config
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    Enhancer(build_model("tiny"), get_config("tiny"), DiffusionConfig(num_train_timesteps=100)).save(path)
+    return path
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _threads() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "2")

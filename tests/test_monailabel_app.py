@@ -326,36 +326,21 @@ def test_concurrent_drr_requests_identical_and_memory_returns(server, tmp_path):
 # --conf: a given model path, default sampler/steps, and start-up refusal of bad values
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A randomly initialised 'tiny' DDPM-HQ checkpoint in the enhancer's own format (tests the plumbing only)."""
-    import torch
-
-    from dxr_core.diffusion.enhancer import Enhancer
-    from dxr_core.diffusion.schedule import DiffusionConfig
-    from dxr_core.models import build_model, get_config
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    Enhancer(build_model("tiny"), get_config("tiny"), DiffusionConfig(num_train_timesteps=100)).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server_with_model(studies, tiny_model, tmp_path_factory):
+def server_with_model(studies, tiny_ddpm_hq_model, tmp_path_factory):
     work = tmp_path_factory.mktemp("server_model")
-    srv = MonaiLabelServer(studies, work, conf={"model_path": str(tiny_model), "sampler": "ddim", "steps": "3",
+    srv = MonaiLabelServer(studies, work, conf={"model_path": str(tiny_ddpm_hq_model), "sampler": "ddim", "steps": "3",
                                                 "device": "cpu", "model_dir": str(work / "model")})
     srv.start()
     yield srv
     srv.stop()
 
 
-def test_conf_model_path_enhances_ct_and_upload(server_with_model, tiny_model, tmp_path):
+def test_conf_model_path_enhances_ct_and_upload(server_with_model, tiny_ddpm_hq_model, tmp_path):
     srv = server_with_model
     info = requests.get(f"{srv.url}/info/", timeout=10).json()
     cfg = info["models"]["drr_enhance"]["config"]
     assert cfg["sampler"] == "ddim" and cfg["steps"] == 3
-    assert info["dxr"]["enhancer"]["model_path"] == str(tiny_model)
+    assert info["dxr"]["enhancer"]["model_path"] == str(tiny_ddpm_hq_model)
 
     client = MONAILabelClient(srv.url, tmpdir=str(tmp_path))
     image_out, result = client.infer("drr_enhance", "phantom", dict(DRR_PARAMS, nodules=1, nodule_size=[20, 24]))
@@ -401,7 +386,7 @@ def test_bad_conf_value_stops_startup_with_message(studies, tmp_path):
     assert "--conf steps must be a whole number" in str(err.value)
 
 
-def test_train_task_through_rest(server_with_model, tiny_model, tmp_path):
+def test_train_task_through_rest(server_with_model, tiny_ddpm_hq_model, tmp_path):
     """POST /train/ddpm_hq_finetune runs dxr_core's DDPM-HQ training on the datastore radiographs (tiny run)."""
     srv = server_with_model
     r = requests.post(f"{srv.url}/train/ddpm_hq_finetune", json={"steps": 2, "batch_size": 1, "crop": 16},
@@ -423,6 +408,6 @@ def test_train_task_through_rest(server_with_model, tiny_model, tmp_path):
     assert enh.model_config.channels == (32, 64)  # the served (tiny) architecture
     stats = requests.get(f"{srv.url}/info/", timeout=10).json()["train_stats"]["ddpm_hq_finetune"]
     assert stats["model"] == str(model) and stats["images"] == 1 and stats["steps"] == 2
-    assert stats["initialised_from"] == str(tiny_model)  # fine-tuned from the served weights, not from scratch
+    assert stats["initialised_from"] == str(tiny_ddpm_hq_model)  # fine-tuned from the served weights, not from scratch
     # the server kept serving during training
     assert requests.get(f"{srv.url}/info/", timeout=10).status_code == 200

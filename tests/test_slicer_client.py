@@ -52,30 +52,9 @@ def uploaded_ct(studies, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path | None:
-    """A randomly initialised 'tiny' DDPM-HQ checkpoint (tests the plumbing, not the image quality); None where the
-    diffusion package is not there (then the server serves DRRs only and the enhancement test is skipped)."""
-    try:
-        import torch
-
-        from dxr_core.diffusion.enhancer import Enhancer
-        from dxr_core.diffusion.schedule import DiffusionConfig
-        from dxr_core.models import build_model, get_config
-    except ImportError:
-        return None
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("slicer_model") / "tiny.pt"
-    Enhancer(build_model("tiny"), get_config("tiny"), DiffusionConfig(num_train_timesteps=100)).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(studies, tiny_model, tmp_path_factory):
+def server(studies, tiny_ddpm_hq_model, tmp_path_factory):
     work = tmp_path_factory.mktemp("slicer_server")
-    conf = {"device": "cpu", "model_dir": str(work / "model"), "max_size": "512"}
-    if tiny_model is not None:
-        conf["model_path"] = str(tiny_model)
+    conf = {"device": "cpu", "model_dir": str(work / "model"), "max_size": "512", "model_path": str(tiny_ddpm_hq_model)}
     srv = MonaiLabelServer(studies, work, conf=conf)
     srv.start()
     yield srv
@@ -93,11 +72,10 @@ def _read(path: str):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def test_info_and_studies(client, tiny_model):
+def test_info_and_studies(client, tiny_ddpm_hq_model):
     info = client.info()
     assert {"drr", "drr_enhance"} <= set(info["models"])
-    if tiny_model is not None:
-        assert info["dxr"]["enhancer"]["installed"] is True
+    assert info["dxr"]["enhancer"]["installed"] is True
     assert "phantom" in client.studies()
 
 
@@ -158,9 +136,7 @@ def test_drr_placement_and_nodule_markups(client):
         res.cleanup()
 
 
-def test_enhanced_drr_study_and_upload(client, uploaded_ct, tiny_model):
-    if tiny_model is None:
-        pytest.skip("dxr_core.diffusion is not importable: no enhancement model to serve")
+def test_enhanced_drr_study_and_upload(client, uploaded_ct, tiny_ddpm_hq_model):
     params = {"view": "pa", "size": SIZE, "seed": 2, "sampler": "ddim", "steps": 2, "scale": 2, "nodules": 1}
     for kwargs in ({"image": "phantom"}, {"file": str(uploaded_ct)}):
         res = client.drr_enhance(**kwargs, **params)
@@ -200,13 +176,10 @@ def test_refused_request_is_one_clear_exception(client, kwargs, status, words):
     assert e.detail in msg and "Traceback" not in msg
 
 
-def test_refused_enhancement_and_upload_of_a_non_ct(client, tmp_path, tiny_model):
+def test_refused_enhancement_and_upload_of_a_non_ct(client, tmp_path, tiny_ddpm_hq_model):
     with pytest.raises(ServerError) as err:
         client.drr_enhance(image="phantom", sampler="euler")
-    if tiny_model is not None:
-        assert err.value.status == 422 and "sampler" in str(err.value)
-    else:  # no model: the server says so first
-        assert err.value.status == 404 and "No DDPM-HQ enhancement model" in str(err.value)
+    assert err.value.status == 422 and "sampler" in str(err.value)
     bad = tmp_path / "not_a_ct.nii.gz"
     bad.write_bytes(b"\x1f\x8b\x08\x00 definitely not a NIfTI volume" * 4)
     with pytest.raises(ServerError) as err:

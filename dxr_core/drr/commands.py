@@ -225,7 +225,7 @@ def is_done(out_dir: Path, stem: str, formats: tuple[str, ...], settings: dict[s
     import json
 
     from dxr_core.io import drr_output_paths
-    from dxr_core.io.radiograph import _jsonable
+    from dxr_core.io.radiograph import jsonable
 
     if "json" not in formats:
         return False  # nothing records the settings: render again
@@ -236,7 +236,7 @@ def is_done(out_dir: Path, stem: str, formats: tuple[str, ...], settings: dict[s
         side = json.loads(paths["json"].read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (side.get(SIDECAR_KEY) or {}).get("settings") == _jsonable(settings)
+    return (side.get(SIDECAR_KEY) or {}).get("settings") == jsonable(settings)
 
 
 def _physics(args: argparse.Namespace):

@@ -33,15 +33,16 @@ _KEEP_DX = ("ViewPosition", "PatientOrientation", "DistanceSourceToDetector", "D
 # ----------------------------------------------------------------------------------------------------------------
 # JSON helpers
 # ----------------------------------------------------------------------------------------------------------------
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """numpy scalars/arrays, tuples, paths and nested containers -> plain JSON types (non-finite floats -> None)."""
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, (str, int, float, bool)) or obj is None:
@@ -49,13 +50,13 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return str(obj)
     if hasattr(obj, "to_dict"):
-        return _jsonable(obj.to_dict())
+        return jsonable(obj.to_dict())
     return str(obj)
 
 
 def dumps_json(obj: Any) -> str:
     """JSON text of ``obj`` with numpy arrays/scalars, paths and ``to_dict()`` objects converted."""
-    return json.dumps(_jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    return json.dumps(jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------------------------

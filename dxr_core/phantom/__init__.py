@@ -29,7 +29,7 @@ def _triple(v, name: str) -> np.ndarray:
     if a.size == 1:
         a = np.repeat(a, 3)
     if a.size != 3 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-        raise OptionError(f"{name} must be one positive number or three (x,y,z), got {v!r}; e.g. 0.7,0.7,2.5.")
+        raise OptionError(f"{name} must be one positive number or three (x,y,z) in mm, got {v!r}; e.g. 0.7,0.7,2.5.")
     return a
 
 

@@ -77,15 +77,6 @@ def _voxelise(seed: int, spacing: np.ndarray, lo: np.ndarray, hi: np.ndarray, ct
                               center_lps=tuple((lo + hi) / 2), supersample=True, ct_effects=ct_effects, breast=breast)
 
 
-def _spacing(v, name: str) -> np.ndarray:
-    a = np.atleast_1d(np.asarray(v, dtype=np.float64)).ravel()
-    if a.size == 1:
-        a = np.repeat(a, 3)
-    if a.size != 3 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-        raise OptionError(f"{name} must be one positive number or three (x,y,z) in mm, got {v!r}; e.g. 0.7,0.7,2.5.")
-    return a
-
-
 def drr_pair(
     seed: int,
     size: int = 256,
@@ -106,6 +97,7 @@ def drr_pair(
     CT effects, physics and timings in seconds.
     """
     from dxr_core.drr import Physics, render_drr
+    from dxr_core.phantom import _triple  # the phantom's own spacing parser (late: the package imports this module)
 
     size = int(size)
     if size < 8 or size % 2:
@@ -113,10 +105,10 @@ def drr_pair(
     t0 = time.perf_counter()
     g_hq, g_lq, lo, hi = pair_geometry(seed, size, view=view, breast=breast)
     pix_iso = min(g_hq.pixel_spacing_mm) * g_hq.sad_mm / g_hq.sid_mm
-    fine = (_spacing(fine_spacing_mm, "fine_spacing_mm") if fine_spacing_mm is not None
+    fine = (_triple(fine_spacing_mm, "fine_spacing_mm") if fine_spacing_mm is not None
             else np.repeat(float(np.clip(round(pix_iso * 2 / 3, 2), 0.5, 4.0)), 3))
     if coarse_spacing_mm is not None:
-        coarse = _spacing(coarse_spacing_mm, "coarse_spacing_mm")
+        coarse = _triple(coarse_spacing_mm, "coarse_spacing_mm")
     else:
         coarse = np.maximum(np.asarray(CLINICAL_SPACING_MM), fine)
     fx = ct_effects

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from dxr_core.errors import DXRError, GeometryError, InputError, ModelError, OptionError
+from dxr_core.io.radiograph import jsonable  # noqa: F401  (re-exported for the infer tasks)
 
 logger = logging.getLogger(__name__)
 
@@ -309,18 +310,3 @@ def release_memory(full: bool = False) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
-
-
-def jsonable(obj: Any) -> Any:
-    """numpy scalars/arrays, tuples and nested containers -> plain JSON types."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
