@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from dxr_core.diffusion.defaults import DEFAULT_SAMPLER  # noqa: E402  (import-free module)
 
 
 def _ours(args) -> dict:
@@ -35,7 +36,7 @@ def _ours(args) -> dict:
     enh.enhance(lq[:64, :64], scale=2, steps=2, tile=args.tile)  # warm-up (oneDNN kernels)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    out = enh.enhance(lq, scale=2, sampler="dpmpp", steps=args.steps, seed=0, tile=args.tile)
+    out = enh.enhance(lq, scale=2, sampler=DEFAULT_SAMPLER, steps=args.steps, seed=0, tile=args.tile)
     dt = time.perf_counter() - t0
     assert out.shape == (1024, 1024)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
     ours = json.loads(subprocess.run(base + ["--child", "ours"], check=True, capture_output=True, text=True,
                                      env=env).stdout.strip().splitlines()[-1])
     print(f"cpu: {os.cpu_count()} cores, torch threads {args.threads}, load average {load:.1f} at start")
-    print(f"ours   preset={ours['preset']} params={ours['params'] / 1e6:.2f}M 512->1024 dpmpp {args.steps} evals "
+    print(f"ours   preset={ours['preset']} params={ours['params'] / 1e6:.2f}M 512->1024 {DEFAULT_SAMPLER} {args.steps} evals "
           f"tile={args.tile}: {ours['seconds']:.1f} s ({ours['per_eval']:.2f} s/eval), peak RSS "
           f"{ours['peak_rss_mb']:.0f} MB -> goal <=30 s: {'MET' if ours['seconds'] <= 30 else 'NOT MET'}, "
           f"<=4 GB: {'MET' if ours['peak_rss_mb'] <= 4096 else 'NOT MET'}")

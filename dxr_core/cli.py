@@ -10,6 +10,7 @@ import argparse
 import sys
 import importlib
 import pkgutil
+from pathlib import Path
 from typing import Sequence
 
 from dxr_core.errors import DXRError
@@ -26,15 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     import dxr_core
 
+    # Only packages that hold a commands.py are imported (a file check, so `dxr --help` does not import the
+    # torch-heavy packages that have no subcommands); the packages themselves export lazily.
     for mod in sorted(pkgutil.iter_modules(dxr_core.__path__), key=lambda m: m.name):
-        if mod.ispkg:
-            try:
-                commands = importlib.import_module(f"dxr_core.{mod.name}.commands")
-            except ModuleNotFoundError as err:
-                if err.name != f"dxr_core.{mod.name}.commands":
-                    raise
-                continue
-            commands.add_commands(sub)
+        if mod.ispkg and (Path(mod.module_finder.path) / mod.name / "commands.py").is_file():
+            importlib.import_module(f"dxr_core.{mod.name}.commands").add_commands(sub)
     from dxr_core import demo
 
     demo.add_commands(sub)

@@ -35,7 +35,7 @@ from DiffusionXRayLib import (
 SETTINGS_URL_KEY = "DiffusionXRay/serverURL"
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
 VIEWS = ("pa", "ap", "lateral", "rlat")
-SAMPLERS = ("dpmpp", "ddim", "ddpm")
+SAMPLERS = ("ddim", "dpmpp", "ddpm")  # first = default, as dxr_core.diffusion.defaults
 
 
 #
@@ -147,7 +147,7 @@ class DiffusionXRayWidget(ScriptedLoadableModuleWidget):
 
         self.samplerCombo = qt.QComboBox()
         self.samplerCombo.addItems(list(SAMPLERS))
-        self.samplerCombo.toolTip = "dpmpp (DPM-Solver++, fast), ddim, or ddpm (all diffusion steps: slow)."
+        self.samplerCombo.toolTip = "ddim (default), dpmpp (DPM-Solver++ 2M), or ddpm (all diffusion steps: slow)."
         enhForm.addRow("Sampler:", self.samplerCombo)
 
         self.stepsSpin = qt.QSpinBox()
@@ -271,7 +271,7 @@ class DiffusionXRayLogic(ScriptedLoadableModuleLogic):
         return self._client
 
     @staticmethod
-    def parameters(task, view="pa", size=512, kvp=120.0, nodules=0, seed=0, sampler="dpmpp", steps=20, scale=2.0,
+    def parameters(task, view="pa", size=512, kvp=120.0, nodules=0, seed=0, sampler="ddim", steps=20, scale=2.0,
                    **extra):
         """Request parameters for ``task`` (``drr`` ignores the enhancement ones)."""
         params = {"view": view, "size": int(size), "kvp": float(kvp), "nodules": int(nodules), "seed": int(seed)}

@@ -1,8 +1,14 @@
 """dxr_core.diffusion: noise schedules, samplers (DDPM ancestral, DDIM, DPM-Solver++ 2M), the tiled conditional
 enhancer (DDPM-HQ) and its `dxr enhance` / `dxr train ddpm-hq` / `dxr evaluate` commands."""
-from dxr_core.diffusion.enhancer import (DEFAULT_WEIGHTS, Enhancer, enhance, load_enhancer, upsample_condition)
-from dxr_core.diffusion.samplers import SAMPLERS, network_evaluations, sample
-from dxr_core.diffusion.schedule import DiffusionConfig, NoiseSchedule
+# Lazy exports (scientific-python"s lazy_loader, as scikit-image does): `dxr --help` and the drivers"
+# discovery import this package without paying for torch until a name is used.
+import lazy_loader as _lazy
 
-__all__ = ["DEFAULT_WEIGHTS", "Enhancer", "enhance", "load_enhancer", "upsample_condition", "SAMPLERS",
-           "network_evaluations", "sample", "DiffusionConfig", "NoiseSchedule"]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "enhancer": ["DEFAULT_WEIGHTS", "Enhancer", "enhance", "load_enhancer", "upsample_condition"],
+        "samplers": ["SAMPLERS", "network_evaluations", "sample"],
+        "schedule": ["DiffusionConfig", "NoiseSchedule"],
+    },
+)

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from dxr_core.errors import InputError, OptionError
 
 _TRAIN_SUB = None
@@ -33,9 +34,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="IN", help="radiograph files or folders")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--model", default=None, metavar="PATH", help="enhancer checkpoint (default: shipped weights)")
-    p.add_argument("--sampler", default="dpmpp", choices=["dpmpp", "ddim", "ddpm"],
-                   help="dpmpp = DPM-Solver++ 2M (default), ddim, ddpm = full ancestral chain (T evaluations)")
-    p.add_argument("--steps", type=int, default=20, help="network evaluations for dpmpp/ddim (default 20)")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLERS,
+                   help=f"ddim (eta 0: deterministic), dpmpp = DPM-Solver++ 2M, ddpm = full ancestral chain "
+                        f"(T evaluations: slow); default {DEFAULT_SAMPLER}")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"network evaluations for ddim/dpmpp (default {DEFAULT_STEPS})")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
     p.add_argument("--scale", type=float, default=2.0, help="output/input size ratio (default 2: 512 -> 1024)")
     p.add_argument("--tile", type=int, default=512, help="maximum tile size in output pixels (0 = no tiling)")

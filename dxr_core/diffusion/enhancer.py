@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dxr_core.diffusion.samplers import SAMPLERS, network_evaluations, sample
+from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+from dxr_core.diffusion.samplers import network_evaluations, sample
 from dxr_core.diffusion.schedule import DiffusionConfig, NoiseSchedule
 from dxr_core.errors import InputError, ModelError, OptionError
 from dxr_core.models import ModelConfig, build_model, get_config
@@ -140,7 +141,8 @@ class Enhancer:
 
     # ------------------------------------------------------------------ enhancement
     @torch.inference_mode()
-    def enhance_tensor(self, lq: torch.Tensor, scale: float = 2.0, sampler: str = "dpmpp", steps: int = 20,
+    def enhance_tensor(self, lq: torch.Tensor, scale: float = 2.0, sampler: str = DEFAULT_SAMPLER,
+                       steps: int = DEFAULT_STEPS,
                        seed: int | Sequence[int] = 0, tile: int | None = 512, overlap: int = 64, eta: float = 0.0,
                        tile_batch: int = 4, out_size: tuple[int, int] | None = None,
                        progress: bool = False) -> torch.Tensor:
@@ -177,7 +179,8 @@ class Enhancer:
         hq = cond + x0 / self.diffusion.residual_scale if self.diffusion.residual else x0
         return ((hq.clamp(-1, 1) + 1) / 2).float().cpu()
 
-    def enhance(self, image: np.ndarray, scale: float = 2.0, sampler: str = "dpmpp", steps: int = 20, seed: int = 0,
+    def enhance(self, image: np.ndarray, scale: float = 2.0, sampler: str = DEFAULT_SAMPLER,
+                steps: int = DEFAULT_STEPS, seed: int = 0,
                 tile: int | None = 512, **kw) -> np.ndarray:
         """(h, w) float image in [0, 1] -> (round(h*scale), round(w*scale)) float32 in [0, 1]."""
         arr = np.asarray(image, dtype=np.float32)
@@ -200,7 +203,8 @@ def load_enhancer(path: str | os.PathLike | None = None, device: str = "cpu") ->
     return Enhancer.from_checkpoint(path, device=device)
 
 
-def enhance(image: np.ndarray, scale: float = 2.0, sampler: str = "dpmpp", steps: int = 20, seed: int = 0,
+def enhance(image: np.ndarray, scale: float = 2.0, sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS,
+            seed: int = 0,
             tile: int | None = 512, model: str | os.PathLike | Enhancer | None = None, **kw) -> np.ndarray:
     """One-call enhancement of a (h, w) image in [0, 1] with the shipped (or given) model."""
     enh = model if isinstance(model, Enhancer) else load_enhancer(model)

@@ -16,10 +16,10 @@ from typing import Callable
 
 import torch
 
+from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from dxr_core.diffusion.schedule import NoiseSchedule
 from dxr_core.errors import OptionError
 
-SAMPLERS = ("dpmpp", "ddim", "ddpm")
 ModelFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 
@@ -59,7 +59,8 @@ def network_evaluations(sampler: str, steps: int, T: int) -> int:
 
 
 @torch.no_grad()
-def sample(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule, sampler: str = "dpmpp", steps: int = 20,
+def sample(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule, sampler: str = DEFAULT_SAMPLER,
+           steps: int = DEFAULT_STEPS,
            generator: torch.Generator | None = None, eta: float = 0.0, clip: float | None = None,
            progress: bool = False) -> torch.Tensor:
     """Run ``sampler`` from pure noise ``x_T`` and return the clean x0 estimate."""

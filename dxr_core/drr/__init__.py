@@ -2,10 +2,16 @@
 
 Public API: make_geometry, ConeBeamGeometry, Physics, hu_to_mu, project, render_drr, DRR, add_volume_delta.
 """
-from dxr_core.drr.geometry import VIEWS, ConeBeamGeometry, make_geometry
-from dxr_core.drr.physics import Physics, hu_to_basis, hu_to_mu
-from dxr_core.drr.projector import project
-from dxr_core.drr.render import DRR, add_volume_delta, apply_physics, projected_box, render_drr
+# Lazy exports (scientific-python"s lazy_loader, as scikit-image does): `dxr --help` and the drivers"
+# discovery import this package without paying for torch until a name is used.
+import lazy_loader as _lazy
 
-__all__ = ["ConeBeamGeometry", "make_geometry", "VIEWS", "Physics", "hu_to_mu", "hu_to_basis", "project",
-           "render_drr", "DRR", "add_volume_delta", "apply_physics", "projected_box"]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "geometry": ["VIEWS", "ConeBeamGeometry", "make_geometry"],
+        "physics": ["Physics", "hu_to_basis", "hu_to_mu"],
+        "projector": ["project"],
+        "render": ["DRR", "add_volume_delta", "apply_physics", "projected_box", "render_drr"],
+    },
+)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dxr_core.diffusion.defaults import DEFAULT_SAMPLER
 from dxr_core.errors import InputError, OptionError
 
 
@@ -46,7 +47,7 @@ class TrainConfig:
     val_every: int = 250
     val_fraction: float = 0.1
     val_images: int = 4
-    val_sampler: str = "dpmpp"
+    val_sampler: str = DEFAULT_SAMPLER
     val_steps: int = 10
     ckpt_every: int = 50
     n_saved: int = 2

@@ -4,7 +4,7 @@ stored radiograph -> enhanced radiograph.
 Request parameters (besides all ``drr`` parameters, used when the input is a CT):
 
 =========  ===================================================================================================
-sampler    dpmpp (default, DPM-Solver++ 2M), ddim, or ddpm (ancestral over all T steps: slow)
+sampler    ddim (default, eta 0), dpmpp (DPM-Solver++ 2M), or ddpm (ancestral over all T steps: slow)
 steps      sampler steps / network evaluations (default 20; 1 .. --conf max_steps)
 scale      output size / input size (default 2: 512 -> 1024); 1 .. 4
 seed       noise seed (default 0): same seed, same output
@@ -26,6 +26,7 @@ import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
+from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from dxr_core.errors import InputError, OptionError
 
 from ..configs import AppConfig
@@ -46,8 +47,6 @@ from .drr import DRRParams, drr_result_json, nrrd_meta, render
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SAMPLER = "dpmpp"
-DEFAULT_STEPS = 20
 
 
 def scale_matrix(sy: float, sx: float) -> np.ndarray:
@@ -101,7 +100,7 @@ class EnhanceTask(BasicInferTask):
             labels=["nodule"],
             dimension=2,
             description="DDPM-HQ diffusion enhancement and super-resolution of a radiograph (uploaded file or study), "
-            "or of the DRR of a CT study (all `drr` params apply). Params: sampler (dpmpp, ddim, ddpm), steps, scale "
+            "or of the DRR of a CT study (all `drr` params apply). Params: sampler (ddim, dpmpp, ddpm), steps, scale "
             "(default 2), seed, tile, output_dtype.",
             config={
                 "sampler": cfg.sampler or DEFAULT_SAMPLER,
@@ -152,8 +151,6 @@ class EnhanceTask(BasicInferTask):
         return [self._parse, self._load]
 
     def _parse(self, data):
-        from dxr_core.diffusion.samplers import SAMPLERS
-
         data["dxr_model_path"] = self._require_model()
         sampler = as_choice(param(data, "sampler", self.cfg.sampler or DEFAULT_SAMPLER), "sampler", SAMPLERS)
         steps = as_int(param(data, "steps", self.cfg.steps or DEFAULT_STEPS), "steps", 1, self.cfg.max_steps)
