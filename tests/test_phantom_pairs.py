@@ -106,3 +106,15 @@ def test_pairs_from_phantom_writes_loadable_aligned_pairs(tmp_path):
         assert np.abs((p.lq[0].numpy() + 1) / 2 - lq).max() < 1e-4
         # cond (LQ bicubic on the HQ grid) is aligned with the HQ
         assert np.corrcoef(p.cond[0].numpy().ravel(), p.hq[0].numpy().ravel())[0, 1] > 0.95
+    # resumable: a rerun makes only the missing pair; pair options reach drr_pair
+    (out / "hq" / "0001.png").unlink()
+    made = []
+
+    def make(seed, size):
+        made.append(seed)
+        return drr_pair(seed, size)
+
+    pairs_from_phantom(out, n=2, size=SIZE, seed=0, make_fn=make, progress=False)
+    assert made == [1] and (out / "hq" / "0001.png").is_file()
+    with pytest.raises(TypeError, match="fine_spacing_mm"):
+        pairs_from_phantom(out, n=2, size=SIZE, make_fn=make, fine_spacing_mm=2.0)

@@ -112,24 +112,37 @@ def write_pairs(out_dir: str | os.PathLike, n: int = 32, size: int = 128, scale:
 
 
 def pairs_from_phantom(out_dir: str | os.PathLike, n: int = 8, size: int = 256, seed: int = 0,
-                       make_fn: Callable[[int, int], tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
-    """Hook for fine/coarse DRR pairs from the procedural phantom.
+                       make_fn: Callable[[int, int], tuple[np.ndarray, np.ndarray]] | None = None,
+                       progress: bool = True, **pair_kwargs) -> Path:
+    """Write ``n`` fine/coarse DRR pairs of the procedural phantom as ``out_dir/{lq,hq}/NNNN.png``.
 
-    ``make_fn(seed, size) -> (lq, hq)`` defaults to ``dxr_core.phantom.drr_pair`` when the phantom package provides
-    it; any callable with that contract works, so pairs from other sources plug in the same way.
+    ``make_fn(seed, size) -> (lq, hq)`` defaults to :func:`dxr_core.phantom.drr_pair` (``pair_kwargs`` go to it,
+    e.g. ``fine_spacing_mm=0.8``); any callable with that contract works, so pairs from other sources plug in the
+    same way. Pair ``i`` uses seed ``seed * 100000 + i``. Resumable: a pair whose two files exist is skipped (each
+    file is written atomically), so an interrupted run continues where it stopped. Shows a tqdm progress bar.
     """
+    from functools import partial
+
+    from tqdm.auto import tqdm
+
     from dxr_core.data.pairs import write_image
     from dxr_core.errors import ModelError
 
     if make_fn is None:
         try:
-            from dxr_core.phantom import drr_pair as make_fn  # type: ignore[attr-defined]
+            from dxr_core.phantom import drr_pair
         except ImportError:
             raise ModelError("dxr_core.phantom provides no drr_pair(seed, size) yet; pass make_fn or use "
                              "write_pairs() for synthetic pairs.") from None
+        make_fn = partial(drr_pair, **pair_kwargs)
+    elif pair_kwargs:
+        raise TypeError(f"pair options {sorted(pair_kwargs)} only apply to the default phantom make_fn")
     out = Path(out_dir)
-    for i in range(n):
+    for i in tqdm(range(n), desc="phantom pairs", unit="pair", disable=not progress):
+        lq_path, hq_path = out / "lq" / f"{i:04d}.png", out / "hq" / f"{i:04d}.png"
+        if lq_path.is_file() and hq_path.is_file():
+            continue
         lq, hq = make_fn(seed * 100_000 + i, size)
-        write_image(lq, out / "lq" / f"{i:04d}.png")
-        write_image(hq, out / "hq" / f"{i:04d}.png")
+        write_image(lq, lq_path)
+        write_image(hq, hq_path)
     return out
