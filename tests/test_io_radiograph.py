@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,6 +86,10 @@ def test_write_drr_all_formats(tmp_path):
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["case1.dcm", "case1.json", "case1.nrrd",
                                                                  "case1.png"]
     expected = np.round(drr.image.astype(np.float64) * 65535).astype(np.uint16)
+    # outputs get the permissions of a plain open() (0666 & ~umask), not the temporary file's 0600
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert {oct(p.stat().st_mode & 0o777) for p in out.values()} == {oct(0o666 & ~mask)}
 
     # DICOM DX: conformance, tags, spacing, values (pydicom and SimpleITK)
     errors, warnings = dciodvfy(out["dcm"])
