@@ -96,3 +96,18 @@ def test_init_from_checkpoint(pairs, tmp_path):
     assert eb.diffusion == ea.diffusion and eb.meta["init"] == str(a / "model.pt")
     sa, sb = ea.model.state_dict(), eb.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_cli_init_fine_tunes_the_shipped_weights(pairs, tmp_path):
+    """`dxr train ddpm-hq --init shipped` keeps the shipped network and diffusion set-up; a bad path is one line."""
+    from dxr_core.diffusion import DEFAULT_WEIGHTS
+
+    bad = run_dxr("train", "ddpm-hq", "--pairs", pairs, "--out", tmp_path / "bad", "--init", tmp_path / "no.pt")
+    assert bad.returncode == 2 and "--init" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad" / "model.pt").exists()
+    out = tmp_path / "ft"
+    run_dxr("train", "ddpm-hq", "--pairs", pairs, "--out", out, "--init", "shipped", "--iters", "1",
+            "--batch-size", "1", "--crop", "16", "--val-every", "1000000", "--no-progress", check=True)
+    shipped, tuned = load_enhancer(DEFAULT_WEIGHTS), load_enhancer(out)
+    assert tuned.meta["init"] == str(DEFAULT_WEIGHTS) and tuned.diffusion == shipped.diffusion
+    assert tuned.model_config == shipped.model_config

@@ -118,3 +118,16 @@ def test_pairs_from_phantom_writes_loadable_aligned_pairs(tmp_path):
     assert made == [1] and (out / "hq" / "0001.png").is_file()
     with pytest.raises(TypeError, match="fine_spacing_mm"):
         pairs_from_phantom(out, n=2, size=SIZE, make_fn=make, fine_spacing_mm=2.0)
+
+
+def test_pair_window_is_aligned():
+    from dxr_core.data import pair_window
+
+    lq, hq, _ = cached_pair(0)
+    lw, hw = pair_window(lq, hq, 32)
+    assert lw.shape == (16, 16) and hw.shape == (32, 32)
+    # each LQ pixel covers a 2x2 block of the HQ window: block means track the LQ window
+    blocks = hw.reshape(16, 2, 16, 2).mean((1, 3))
+    assert np.corrcoef(blocks.ravel(), lw.ravel())[0, 1] > 0.9
+    lw2, hw2 = pair_window(lq, hq, 10_000)  # larger than the image: clamped to the whole image
+    assert lw2.shape == lq.shape and hw2.shape == hq.shape

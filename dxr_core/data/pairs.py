@@ -65,6 +65,17 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
                   and not p.name.startswith("."))
 
 
+def pair_window(lq: np.ndarray, hq: np.ndarray, crop: int, centre: tuple[float, float] = (0.45, 0.30),
+                scale: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned windows of an LQ/HQ pair: the ``crop x crop`` HQ window and its ``crop/scale`` LQ window (LQ pixel
+    (r, c) covers HQ pixels (scale*r .. scale*r+scale-1, ...)), centred at fractions ``centre`` (row, col) of the
+    image; the default centre lies in the right lung field of a PA chest view."""
+    h = min(crop // scale, lq.shape[0], lq.shape[1])  # a window larger than the image is the whole image
+    r0 = min(max(int(lq.shape[0] * centre[0]) - h // 2, 0), lq.shape[0] - h)
+    c0 = min(max(int(lq.shape[1] * centre[1]) - h // 2, 0), lq.shape[1] - h)
+    return lq[r0:r0 + h, c0:c0 + h], hq[scale * r0:scale * (r0 + h), scale * c0:scale * (c0 + h)]
+
+
 def find_pairs(root: str | os.PathLike) -> list[tuple[Path, Path]]:
     """Matching (lq, hq) files under ``root/lq`` and ``root/hq``."""
     root = Path(root)

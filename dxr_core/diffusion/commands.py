@@ -74,6 +74,9 @@ def add_commands(subparsers) -> None:
     d.add_argument("--backend", default=None, choices=["gloo", "nccl"],
                    help="distributed backend (auto under torchrun)")
     d.add_argument("--nproc-per-node", type=int, default=None, help="spawn this many processes (with --backend)")
+    d.add_argument("--init", default=None, metavar="PATH",
+                   help="fine-tune from this enhancer checkpoint ('shipped' = the shipped weights); its network and "
+                        "diffusion set-up are kept, --preset/--schedule/--prediction/--timesteps are ignored")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(run=run_train_ddpm_hq)
     for hook in _TRAIN_HOOKS:
@@ -133,6 +136,18 @@ def run_enhance(args) -> int:
     return 0
 
 
+def _init_path(init: str | None) -> str | None:
+    if init is None:
+        return None
+    if init == "shipped":
+        from dxr_core.diffusion.enhancer import DEFAULT_WEIGHTS
+
+        return str(DEFAULT_WEIGHTS)
+    if not Path(init).is_file():
+        raise InputError(f"--init {init}: no such checkpoint; give an enhancer .pt file or 'shipped'.")
+    return init
+
+
 def run_train_ddpm_hq(args) -> int:
     from dxr_core.engines.ddpm_hq import TrainConfig, train_ddpm_hq
 
@@ -141,7 +156,7 @@ def run_train_ddpm_hq(args) -> int:
                       timesteps=args.timesteps, prediction=args.prediction, loss=args.loss,
                       val_every=args.val_every, val_steps=args.val_steps, ckpt_every=args.ckpt_every,
                       ema_decay=args.ema_decay, num_workers=args.num_workers, backend=args.backend,
-                      nproc_per_node=args.nproc_per_node, progress=not args.no_progress)
+                      nproc_per_node=args.nproc_per_node, progress=not args.no_progress, init=_init_path(args.init))
     from dxr_core.models import get_config
 
     get_config(cfg.preset)  # unknown preset -> OptionError before anything starts
