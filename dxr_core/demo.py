@@ -49,7 +49,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, size: int = 512, n_nodules: int
     for view in views:
         t1 = time.perf_counter()
         geometry = make_geometry(ct, view=view, size=(size, size))
-        drr = render_drr(ct, geometry, Physics(), seed=seed)
+        drr = render_drr(ct, geometry, Physics(mode="poly", kvp=120.0), seed=seed)  # as `dxr drr` and the training pairs
         labels = []
         if nodules:
             drr, _, labels = add_nodules_to_drr(drr, ct, nodules, seed=seed)
