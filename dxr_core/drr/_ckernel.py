@@ -12,11 +12,11 @@ padding): the sum is unchanged. With air clipping on (renders: ``Physics.air_hu`
 a row outside its body span (first .. last voxel above the threshold) count as 0, which lets noisy air around the
 patient be skipped too (see ``joseph_separable`` below). The same conversion flags NaN/inf voxels it reads.
 
-Build: the system ``cc`` (``-O3 -march=native -fopenmp``, no ``-ffast-math``) compiles into a per-user cache
-(``$DXR_CACHE_DIR/kernels``, else ``$XDG_CACHE_HOME`` or ``~/.cache`` + ``/diffusionxray/kernels``), file name keyed
-by a hash of the source, flags, compiler path and CPU; it is built in a private temporary directory and renamed
-into place atomically, under an exclusive file lock so concurrent first uses (pytest workers, a server and a
-CLI) build it once. If ``cc`` is missing or the build fails, one RuntimeWarning is issued and the torch path is
+Build: the system ``cc`` (``FLAGS``: ``-O3 -march=native -fopenmp`` + tuning, no ``-ffast-math``) compiles into a
+per-user cache (``$DXR_CACHE_DIR/kernels``, else ``$XDG_CACHE_HOME`` or ``~/.cache`` + ``/diffusionxray/kernels``),
+file name keyed by a hash of the source, flags, compiler path and CPU; it is built in a private temporary directory
+and renamed into place atomically, under an exclusive file lock so concurrent first uses (pytest workers, a server
+and a CLI) build it once. If ``cc`` is missing or the build fails, one RuntimeWarning is issued and the torch path is
 used.
 """
 from __future__ import annotations
@@ -399,7 +399,9 @@ void joseph_general(const float* planes, int C, int N, int H, int W, int R,
 
 _LIB = None
 _TRIED = False
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")  # no -ffast-math: keep IEEE semantics
+# no -ffast-math: keep IEEE semantics. 512-bit vectors (gcc defaults to 256 even on AVX-512 CPUs) and unrolling made the
+# 512^2 PA render of bench/drr_speed.py 14 % faster here (47 -> 41 ms) with bit-identical output; other CPUs ignore them.
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-funroll-loops", "-fopenmp", "-shared", "-fPIC")
 
 
 def _cpu_tag() -> str:
