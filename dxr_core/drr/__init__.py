@@ -10,7 +10,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "geometry": ["VIEWS", "ConeBeamGeometry", "make_geometry"],
-        "physics": ["Physics", "hu_to_basis", "hu_to_mu"],
+        "physics": ["Physics", "hu_to_basis", "hu_to_mu", "physics_from_options"],
         "projector": ["project"],
         "render": ["DRR", "add_volume_delta", "apply_physics", "projected_box", "render_drr"],
     },

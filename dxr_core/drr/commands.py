@@ -240,15 +240,10 @@ def is_done(out_dir: Path, stem: str, formats: tuple[str, ...], settings: dict[s
 
 
 def _physics(args: argparse.Namespace):
-    from dxr_core.drr import Physics
+    from dxr_core.drr.physics import physics_from_options
 
-    kw: dict[str, Any] = {"mode": args.mode, "kvp": args.kvp, "photons_per_pixel": args.dose}
-    if args.energy_kev is not None:
-        kw["energy_kev"] = args.energy_kev
-    try:
-        return Physics(**kw)
-    except (TypeError, ValueError) as err:
-        raise OptionError(f"Invalid physics settings ({err}); check --mode, --kvp, --energy-kev and --dose.") from None
+    return physics_from_options(args.mode, args.kvp, args.dose, args.energy_kev,
+                                option_names="--mode, --kvp, --energy-kev and --dose")
 
 
 def remove_stale_temps(out_dir: Path, stem: str) -> None:

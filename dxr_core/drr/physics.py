@@ -48,7 +48,7 @@ import torch
 
 from dxr_core.errors import OptionError
 
-__all__ = ["Physics", "hu_to_mu", "hu_to_basis", "mu_water", "mu_bone", "spectrum", "hu_bone_reference"]
+__all__ = ["Physics", "physics_from_options", "hu_to_mu", "hu_to_basis", "mu_water", "mu_bone", "spectrum", "hu_bone_reference"]
 
 # ICRU Report 44 cortical bone: mass fractions (%) and density (g/cm^3)
 ICRU44_CORTICAL_BONE = {"H": 3.4, "C": 15.5, "N": 4.2, "O": 43.5, "Na": 0.1, "Mg": 0.2, "P": 10.3, "S": 0.3, "Ca": 22.5}
@@ -271,3 +271,17 @@ class Physics:
         if "window" in kw:
             kw["window"] = tuple(kw["window"])
         return cls(**kw)
+
+
+def physics_from_options(mode: str, kvp: float, photons_per_pixel: float | None = None,
+                         energy_kev: float | None = None,
+                         option_names: str = "mode, kvp, energy_kev and dose") -> Physics:
+    """:class:`Physics` from user options (CLI flags, request parameters); an invalid combination is one
+    OptionError that names the options to check (``option_names``, as the caller spells them)."""
+    kw: dict[str, Any] = {"mode": mode, "kvp": kvp, "photons_per_pixel": photons_per_pixel}
+    if energy_kev is not None:
+        kw["energy_kev"] = energy_kev
+    try:
+        return Physics(**kw)
+    except (TypeError, ValueError) as err:
+        raise OptionError(f"Invalid physics settings ({err}); check {option_names}.") from None

@@ -159,15 +159,9 @@ class DRRParams:
 # the calls into dxr_core
 # ----------------------------------------------------------------------------------------------------------------
 def make_physics(p: DRRParams):
-    from dxr_core.drr import Physics
+    from dxr_core.drr.physics import physics_from_options
 
-    kwargs: Dict[str, Any] = {"mode": p.mode, "kvp": p.kvp, "photons_per_pixel": p.dose or None}
-    if p.energy_kev is not None:
-        kwargs["energy_kev"] = p.energy_kev
-    try:
-        return Physics(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise OptionError(f"Invalid physics settings ({err}); check mode, kvp, energy_kev and dose.") from None
+    return physics_from_options(p.mode, p.kvp, p.dose or None, p.energy_kev)
 
 
 def _names(value: Any, key: str, allowed: Sequence[str]) -> list | None:
