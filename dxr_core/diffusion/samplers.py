@@ -88,15 +88,19 @@ def _ab(schedule: NoiseSchedule, t: int) -> tuple[float, float]:
     return float(schedule.alpha[t]), float(schedule.sigma[t])
 
 
-def _ddim(model_fn, x, schedule, steps, generator, eta, clip, progress):
+def _step_pairs(schedule: NoiseSchedule, steps: int, progress: bool, name: str):
+    """(t, alpha_t, sigma_t, alpha_next, sigma_next) for each evaluation of the few-step samplers; the step after
+    the last evaluation time is the clean signal (t = -1: alpha 1, sigma 0)."""
     times = _times(schedule.T, steps)
-    for i in _progress(range(len(times)), progress, len(times), "ddim"):
+    for i in _progress(range(len(times)), progress, len(times), name):
         t = times[i]
-        t_next = times[i + 1] if i + 1 < len(times) else -1
-        a, s = _ab(schedule, t)
-        a_n, s_n = _ab(schedule, t_next)
+        yield (t, *_ab(schedule, t), *_ab(schedule, times[i + 1] if i + 1 < len(times) else -1))
+
+
+def _ddim(model_fn, x, schedule, steps, generator, eta, clip, progress):
+    for t, a, s, a_n, s_n in _step_pairs(schedule, steps, progress, "ddim"):
         x0, eps = schedule.split(model_fn(x, t), x, a, s, clip)
-        if t_next < 0:
+        if s_n == 0.0:  # last step: the clean signal
             x = x0
             break
         # sigma_eta of Song et al. (eq. 16): eta=0 deterministic, eta=1 ancestral-like
@@ -108,14 +112,9 @@ def _ddim(model_fn, x, schedule, steps, generator, eta, clip, progress):
 
 
 def _dpmpp_2m(model_fn, x, schedule, steps, clip, progress):
-    times = _times(schedule.T, steps)
     old_x0 = None
     h_last = None
-    for i in _progress(range(len(times)), progress, len(times), "dpm-solver++"):
-        t = times[i]
-        t_next = times[i + 1] if i + 1 < len(times) else -1
-        a, s = _ab(schedule, t)
-        a_n, s_n = _ab(schedule, t_next)
+    for t, a, s, a_n, s_n in _step_pairs(schedule, steps, progress, "dpm-solver++"):
         x0, _ = schedule.split(model_fn(x, t), x, a, s, clip)
         if s_n == 0.0:  # last step: jump to the clean signal (first order, as k-diffusion does)
             x = x0
