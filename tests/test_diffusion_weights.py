@@ -64,9 +64,9 @@ def test_shipped_model_keeps_an_inserted_nodule():
     finally:
         torch.set_num_threads(threads)
 
-    def up(x):
-        return torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(x))[None, None], size=(128, 128),
-                                               mode="bicubic", align_corners=False)[0, 0].numpy()
+    def up(x):  # the model's own conditioning image: bicubic on the output grid
+        return ((upsample_condition(torch.from_numpy(np.ascontiguousarray(x))[None, None] * 2 - 1, (128, 128)) + 1)
+                / 2)[0, 0].numpy()
 
     ref = up(with_nod.image[win]) - up(drr.image[win])  # the nodule as the input shows it, on the output grid
     got = b - a
