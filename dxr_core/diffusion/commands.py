@@ -82,13 +82,23 @@ def add_commands(subparsers) -> None:
     for hook in _TRAIN_HOOKS:
         hook(tsub)
 
-    e = subparsers.add_parser("evaluate", help="PSNR / SSIM / MS-SSIM of predictions against references",
+    e = subparsers.add_parser("evaluate", help="PSNR / SSIM / MS-SSIM against references; domain gap to real images",
                               description="Compare same-named images in --pred and --ref (optionally inside lung "
-                                          "masks); prints a table and writes JSON.")
+                                          "masks); prints a table and writes JSON. With --domain REF_DIR, also (or "
+                                          "instead) measure the unpaired domain gap between the --pred set and the "
+                                          "REF_DIR set (power-spectrum distance, regional histogram distance, "
+                                          "classifier two-sample test; see docs/domain_gap.md).")
     e.add_argument("--pred", required=True, metavar="DIR")
-    e.add_argument("--ref", required=True, metavar="DIR")
+    e.add_argument("--ref", default=None, metavar="DIR", help="same-named reference images (paired metrics)")
     e.add_argument("--lung-mask", default=None, metavar="PATH", help="mask image or folder of same-named masks")
     e.add_argument("--json", default=None, metavar="FILE", help="write the results here (default PRED/metrics.json)")
+    e.add_argument("--domain", default=None, metavar="REF_DIR",
+                   help="folder of reference radiographs (e.g. real ones) for the unpaired domain-gap measures")
+    e.add_argument("--domain-json", default=None, metavar="FILE",
+                   help="write the domain-gap results here (default PRED/domain_gap.json)")
+    e.add_argument("--domain-size", type=int, default=None, metavar="PX",
+                   help="common grid for the domain-gap measures (default: 256, or the shortest image side if smaller)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the classifier two-sample test split (default 0)")
     e.set_defaults(run=run_evaluate)
 
 
@@ -167,11 +177,28 @@ def run_train_ddpm_hq(args) -> int:
 
 def run_evaluate(args) -> int:
     from dxr_core.io.atomic import write_text_atomic
-    from dxr_core.metrics.image import evaluate_folders, format_table
 
-    res = evaluate_folders(args.pred, args.ref, args.lung_mask)
-    print(format_table(res))
-    dst = Path(args.json) if args.json else Path(args.pred) / "metrics.json"
-    write_text_atomic(dst, json.dumps(res, indent=2))
-    print(f"metrics written to {dst}")
+    if args.ref is None and args.domain is None:
+        raise OptionError("Give --ref DIR (same-named references: PSNR/SSIM) and/or --domain REF_DIR (a set of "
+                          "reference radiographs: domain gap).")
+    if args.ref is not None:
+        from dxr_core.metrics.image import evaluate_folders, format_table
+
+        res = evaluate_folders(args.pred, args.ref, args.lung_mask)
+        print(format_table(res))
+        dst = Path(args.json) if args.json else Path(args.pred) / "metrics.json"
+        write_text_atomic(dst, json.dumps(res, indent=2))
+        print(f"metrics written to {dst}")
+    if args.domain is not None:
+        from dxr_core.metrics.domain import domain_gap_folders, format_domain_table
+
+        if args.domain_size is not None and args.domain_size < 32:
+            raise OptionError(f"--domain-size {args.domain_size} is too small; use 256 (or at least 32).")
+        res = domain_gap_folders(args.domain, args.pred, size=args.domain_size, seed=args.seed,
+                                 progress=sys.stderr.isatty())
+        print(format_domain_table(res))
+        dst = Path(args.domain_json) if args.domain_json else (
+            Path(args.json) if args.json and args.ref is None else Path(args.pred) / "domain_gap.json")
+        write_text_atomic(dst, json.dumps(res, indent=2))
+        print(f"domain gap written to {dst}")
     return 0
