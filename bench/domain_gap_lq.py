@@ -7,7 +7,7 @@ B's images (each put on a 256 x 256 grid: central square, antialiased) every LQ 
 (``dxr_core.degrade``, per-image seeds). Phantom DRR pairs (``dxr_core.phantom.drr_pair``, 256 HQ / 128 LQ,
 seeds 0..N-1) are cached in OUT/phantom. All sets are compared on the 128 grid (the LQ grid) with
 ``dxr_core.metrics.domain.domain_gap``: first against real A (how real does each set look?), then against the
-phantom DRR LQ set (how DRR-like is each synthetic LQ?). The real-B row is the same-domain floor.
+phantom DRR LQ set (how DRR-like is each synthetic LQ?). Against real A, the real-B row is the same-domain floor.
 Prints a table and writes OUT/domain_gap_lq.json.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     a = [im for _, im in real["train"]]
     b = real["val"]
     print(f"real: {len(a)} reference images (A), {len(b)} for LQ synthesis (B); patients disjoint", flush=True)
-    sets: dict[str, list[np.ndarray]] = {"real B (same domain)": [prepare(im, 128) for _, im in b]}
+    sets: dict[str, list[np.ndarray]] = {"real B": [prepare(im, 128) for _, im in b]}
     timings = {}
     for m in ("bicubic", "area", "high_order", "acquisition"):
         t0 = time.perf_counter()

@@ -50,6 +50,9 @@ def test_monochrome1_is_inverted_and_12bit_scaled(tmp_path):
     np.testing.assert_allclose(m1, 1.0 - m2, atol=1e-6)  # MONOCHROME1: high stored value = dark
     assert m1[0, 0] == pytest.approx(1.0) and m1[0, 9] == pytest.approx(0.0)
     assert meta["spacing"] == (0.2, 0.2)
+    it = RadiographFolder(tmp_path, files=["m1.dcm"], size=4)[0]  # 8 x 10 -> 3 x 4 content, padded to 4 x 4
+    assert tuple(it["image"].shape) == (1, 4, 4)
+    np.testing.assert_allclose(it["spacing"].numpy(), (0.2 * 8 / 3, 0.2 * 10 / 4), rtol=1e-6)
 
 
 def test_png_8_and_16_bit_jpeg_and_rgb(tmp_path):
@@ -84,6 +87,10 @@ def test_folder_dataset_on_real_sample():
     assert len(files) == 8 and all(f.suffix == ".png" for f in files)
     ds = RadiographFolder(SAMPLE, size=64)
     assert len(ds) == 8
+    import torch
+
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))  # items collate
+    assert tuple(batch["image"].shape) == (4, 1, 64, 64) and tuple(batch["spacing"].shape) == (4, 2)
     for i in range(len(ds)):
         it = ds[i]
         x = it["image"]

@@ -126,8 +126,9 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
 class RadiographFolder(torch.utils.data.Dataset):
     """Radiographs of a folder (or of one split of a manifest) as a map-style dataset.
 
-    Item ``i``: ``{"image": (1, H, W) float32 tensor in [0, 1], "path": str, "name": str, "patient_id": str | None,
-    "spacing": (row, col) mm or None}``. With ``size`` every image is resized (:func:`resize_radiograph`, ``resize``
+    Item ``i``: ``{"image": (1, H, W) float32 tensor in [0, 1], "path": str, "name": str, "patient_id": str ("" when
+    not from a manifest), "spacing": float32 tensor (row, col) in mm of the returned grid, NaN when unknown}`` (all
+    collate with ``torch.utils.data.DataLoader``). With ``size`` every image is resized (:func:`resize_radiograph`, ``resize``
     mode), so items batch with a DataLoader; without it images keep their own size (use batch size 1).
     ``transform`` (e.g. a MONAI ``Compose``) is applied to the image tensor last.
     """
@@ -176,13 +177,21 @@ class RadiographFolder(torch.utils.data.Dataset):
         img, meta = load_radiograph(path, self.rescale)
         spacing = meta.get("spacing")
         if self.size is not None:
+            h, w = img.shape
             img = resize_radiograph(img, self.size, self.resize)
-            spacing = None  # resized (and maybe padded): the caller knows the new grid from size
+            if spacing is not None:  # the content grid (padding adds pixels of the same size)
+                if isinstance(self.size, (tuple, list)) or self.resize == "stretch":
+                    nh, nw = img.shape
+                else:
+                    f = int(self.size) / max(h, w)
+                    nh, nw = max(1, round(h * f)), max(1, round(w * f))
+                spacing = (spacing[0] * h / nh, spacing[1] * w / nw)
         t = torch.from_numpy(np.ascontiguousarray(img))[None]
         if self.transform is not None:
             t = self.transform(t)
+        sp = torch.tensor(spacing if spacing is not None else (float("nan"), float("nan")), dtype=torch.float32)
         return {"image": t, "path": str(path), "name": path.name,
-                "patient_id": self.patients.get(str(path)), "spacing": spacing}
+                "patient_id": self.patients.get(str(path), ""), "spacing": sp}
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
