@@ -1,4 +1,5 @@
-"""Domain-gap measures: zero / chance on identical sets, clearly larger on blurred+noisy sets; `dxr evaluate --domain`."""
+"""Domain-gap measures: zero / chance on identical sets, clearly larger on blurred+noisy sets; `dxr evaluate
+--domain` end to end."""
 from __future__ import annotations
 
 import json

@@ -128,8 +128,8 @@ class RadiographFolder(torch.utils.data.Dataset):
 
     Item ``i``: ``{"image": (1, H, W) float32 tensor in [0, 1], "path": str, "name": str, "patient_id": str ("" when
     not from a manifest), "spacing": float32 tensor (row, col) in mm of the returned grid, NaN when unknown}`` (all
-    collate with ``torch.utils.data.DataLoader``). With ``size`` every image is resized (:func:`resize_radiograph`, ``resize``
-    mode), so items batch with a DataLoader; without it images keep their own size (use batch size 1).
+    collate with ``torch.utils.data.DataLoader``). With ``size`` every image is resized (:func:`resize_radiograph`,
+    ``resize`` mode), so items batch with a DataLoader; without it images keep their own size (use batch size 1).
     ``transform`` (e.g. a MONAI ``Compose``) is applied to the image tensor last.
     """
 
@@ -229,8 +229,9 @@ def patient_split(metadata: str | os.PathLike, out: str | os.PathLike, image_dir
     cols = set(rows[0]) if rows else set()
     for col, opt in ((patient_column, "patient_column"), (file_column, "file_column")):
         if col not in cols:
-            raise InputError(f"Metadata table {str(mp)!r} has no column {col!r} (columns: {', '.join(sorted(cols))[:200]}"
-                             f"); name the right one with {opt}=...")
+            names = ", ".join(sorted(cols))[:200]
+            raise InputError(f"Metadata table {str(mp)!r} has no column {col!r} (columns: {names}); name the right "
+                             f"one with {opt}=...")
     idir = Path(image_dir).expanduser() if image_dir is not None else None
     if idir is not None and not idir.is_dir():
         raise InputError(f"Image folder {str(idir)!r} does not exist; check the path.")

@@ -1,4 +1,5 @@
-"""``acquisition``: a 2-D approximation of how a radiograph looks when it is a DRR of a clinical thick-slice CT.
+"""``acquisition`` (:func:`acquisition_2d`): a 2-D approximation of how a radiograph looks as a DRR of a
+clinical thick-slice CT.
 
 The faithful route needs the CT: voxelise or resample it at clinical spacing, apply the slice-sensitivity profile,
 reconstruction kernel and dose noise of :mod:`dxr_core.phantom.effects` (``CTEffects``), and render the DRR with
@@ -56,13 +57,13 @@ def _slab_sample(img: np.ndarray, axis: int, slab_px: float, offset_px: int) -> 
     return np.moveaxis(back[pad:], 0, axis)
 
 
-def acquisition(image: np.ndarray, out_shape, rng: np.random.Generator, *, pixel_spacing_mm=None,
+def acquisition_2d(image: np.ndarray, out_shape, rng: np.random.Generator, *, pixel_spacing_mm=None,
                 magnification: float = 1.5, field_mm: float = 400.0,
                 slice_thickness_mm: float = float(DEFAULT_CT_EFFECTS.slice_thickness_mm),
                 slice_spacing_mm: float = float(CLINICAL_SPACING_MM[2]),
                 inplane_spacing_mm: float = float(CLINICAL_SPACING_MM[0]),
                 kernel: str = str(DEFAULT_CT_EFFECTS.kernel), noise: float = 0.0):
-    """2-D thick-slice CT look (see the module docstring); returns ``(lq, {"iso_pixel_mm": ..., ...})``."""
+    """2-D approximation of the thick-slice CT look (module docstring); returns ``(lq, {"model": ..., ...})``."""
     h, w = image.shape
     if pixel_spacing_mm is not None:
         ps = np.atleast_1d(np.asarray(pixel_spacing_mm, np.float64)).ravel()
@@ -102,6 +103,7 @@ def acquisition(image: np.ndarray, out_shape, rng: np.random.Generator, *, pixel
     if noise > 0:
         img = img + rng.normal(0.0, float(noise), img.shape).astype(np.float32)
     out = resize_torch(np.clip(img, 0, 1).astype(np.float32), out_shape, "area")
-    return out, {"iso_pixel_mm": [row_px, col_px], "slice_slab_px": z_slab, "inplane_slab_px": x_slab,
+    return out, {"model": "2-D approximation of a DRR of a thick-slice CT (docs/degrade.md)",
+                 "iso_pixel_mm": [row_px, col_px], "slice_slab_px": z_slab, "inplane_slab_px": x_slab,
                  "slice_offset_px": z_off, "inplane_offset_px": x_off, "ssp_sigma_px": float(ssp),
                  "kernel_sigma_px": float(k)}

@@ -14,7 +14,7 @@ METHODS: dict[str, str] = {
     "bicubic": "dxr_core.degrade.resize:bicubic",
     "area": "dxr_core.degrade.resize:area",
     "high_order": "dxr_core.degrade.high_order:high_order",
-    "acquisition": "dxr_core.degrade.acquisition:acquisition",
+    "acquisition": "dxr_core.degrade.acquisition:acquisition_2d",  # 2-D approximation (no CT needed)
     "munit": "dxr_core.degrade.learned:munit",
     "ddpm": "dxr_core.degrade.learned:ddpm",
 }

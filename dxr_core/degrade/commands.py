@@ -118,10 +118,11 @@ def run_degrade(args: argparse.Namespace) -> int:
             continue
         img, spacing, meta = read_radiograph(f)
         seed = image_seed(args.seed, f.name)
+        options_i = options
         if args.method == "acquisition" and spacing is not None and "pixel_spacing_mm" not in options:
             options_i = {**options, "pixel_spacing_mm": spacing}
-        else:
-            options_i = options
+            if meta.get("spacing_source") == "PixelSpacing" and "magnification" not in options:
+                options_i["magnification"] = 1.0  # DICOM PixelSpacing is calibrated at the patient already
         lq, params = degrade(img, args.method, seed=seed, scale=args.scale, return_params=True, **options_i)
         new_spacing = None
         if spacing is not None:
