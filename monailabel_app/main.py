@@ -5,14 +5,17 @@ Start it with::
     monailabel start_server --app monailabel_app --studies STUDIES [--conf KEY VALUE ...]
 
 Tasks: ``drr`` and ``drr_enhance`` (``POST /infer/{task}``), ``ddpm_hq_finetune`` (``POST /train/ddpm_hq_finetune``).
-Everything real is a call into ``dxr_core``; this file wires the tasks to the server and turns ``dxr_core``
-errors into 4xx answers whose text is the error's sentence. See ``monailabel_app/README.md``.
+Everything real is a call into ``dxr_core``; this file wires the tasks to the server. In server mode it starts the
+inference worker pool (:mod:`lib.workers`) and puts the app's checked routes (:mod:`lib.api`) in front of MONAI
+Label's. See ``monailabel_app/README.md`` (its "Security" section says what a client can and cannot do).
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import logging
 import os
+import shutil
 import sys
 from typing import Any, Dict
 
@@ -30,9 +33,9 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 from dxr_core.errors import DXRError
 from lib.configs import AppConfig, ConfigError
-from lib.datastore import StudiesDatastore
+from lib.datastore import StudiesDatastore, StudyNotFound
 from lib.infers import DRRTask, EnhanceTask
-from lib.infers.common import CTCache, NotFound, http_error, release_memory
+from lib.infers.common import CTCache, http_error, release_memory
 from lib.trainers import DDPMHQFineTune
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,9 @@ class DiffusionXRayApp(MONAILabelApp):
             logger.error(str(err))
             raise SystemExit(f"monailabel_app: {err}") from None
         self.ct_cache = CTCache(self.cfg.ct_cache)
+        self.tmp_dir = os.path.join(self.cfg.work_dir, "tmp")
+        self.pool = None
+        self.routes = None
         logger.info(f"DiffusionXRay options: {self.cfg.to_dict()}")
         super().__init__(
             app_dir=app_dir,
@@ -71,6 +77,7 @@ class DiffusionXRayApp(MONAILabelApp):
             extensions=extensions,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+            writes=self.cfg.datastore_writes,
         )
 
     def init_infers(self):
@@ -85,16 +92,53 @@ class DiffusionXRayApp(MONAILabelApp):
     def init_scoring_methods(self):
         return {}
 
+    def on_init_complete(self):
+        """Server mode only (MONAI Label's start-up hook): worker pool + the app's routes in front of MONAI Label's."""
+        super().on_init_complete()
+        from monailabel.app import app as fastapi_app
+
+        from lib.api import install
+        from lib.workers import InferencePool
+
+        if self.app_dir not in sys.path:  # worker processes import this app's `lib` package (spawn copies sys.path)
+            sys.path.insert(0, self.app_dir)
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)  # uploads / results left by a killed server
+        os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
+        self.pool = InferencePool(self.cfg.to_dict(), self.tmp_dir, self.cfg.workers, self.cfg.max_queue)
+        atexit.register(self.pool.close)
+        self.routes = install(self, self.pool, fastapi_app)
+        logger.info(f"DiffusionXRay: {self.cfg.workers} inference worker(s), queue {self.cfg.max_queue}, "
+                    f"limit {self.cfg.max_seconds:g} s per request; datastore writes "
+                    f"{'on' if self.cfg.datastore_writes else 'off'}")
+
+    def validate_infer(self, model: str, params: Dict[str, Any]) -> None:
+        """Check a request's values against the task and this server's limits (dxr_core OptionError -> 422)."""
+        from lib.infers.drr import DRRParams
+        from lib.infers.enhance import check_work, parse_enhance
+
+        p = DRRParams.from_request(params, self.cfg)
+        if model == "drr_enhance":
+            task: EnhanceTask = self._infers["drr_enhance"]
+            path = task._require_model()
+            e = parse_enhance(params, self.cfg)
+            evaluations = e["steps"] if e["sampler"] != "ddpm" else _train_timesteps(path)
+            # the output size of a CT input is known now; a radiograph's is checked by the worker after reading it
+            check_work(evaluations, (round(p.size[0] * e["scale"]), round(p.size[1] * e["scale"])), self.cfg)
+
     def infer(self, request, datastore=None):
-        """MONAI Label's infer, with a study check first and ``dxr_core`` errors answered as 4xx."""
+        """Direct (non-HTTP) inference, e.g. MONAI Label's batch runner: the image must be a study id."""
         request = dict(request)
-        request.pop("dxr_from_datastore", None)  # set below, never by a client
-        request["save_label"] = False  # a DRR is not a segmentation of its CT: never store it as the CT's label
+        request["save_label"] = False
         try:
-            self._check_study(request, datastore)
+            ds = datastore if datastore else self.datastore()
+            image = request.get("image")
+            request["image"] = ds.resolve(image) if hasattr(ds, "resolve") else image
+            request["dxr_from_datastore"] = True
             return super().infer(request, datastore)
         except HTTPException:
             raise
+        except StudyNotFound as err:
+            raise HTTPException(status_code=404, detail=str(err)) from None
         except DXRError as err:
             logger.info(f"Refused {request.get('model')!r} request: {err}")
             raise http_error(err) from None
@@ -102,11 +146,8 @@ class DiffusionXRayApp(MONAILabelApp):
             code = 404 if err.error == MONAILabelError.INVALID_INPUT else 500
             raise HTTPException(status_code=code, detail=err.msg) from None
         except concurrent.futures.TimeoutError:
-            raise HTTPException(
-                status_code=504,
-                detail=f"Inference took longer than {settings.MONAI_LABEL_INFER_TIMEOUT} s; ask for a smaller "
-                "size or fewer steps, or raise MONAI_LABEL_INFER_TIMEOUT.",
-            ) from None
+            raise HTTPException(status_code=504, detail="Inference took too long; ask for a smaller size or fewer "
+                                "steps.") from None
         finally:
             release_memory()
 
@@ -122,19 +163,24 @@ class DiffusionXRayApp(MONAILabelApp):
         return super().bundle_path(model)
 
     def info(self):
-        meta = super().info()
-        meta["dxr"] = {"options": self.cfg.to_dict(), "enhancer": self._infers["drr_enhance"].model_status()}
-        return meta
+        from lib.api import scrub_json
 
-    # --- helpers ------------------------------------------------------------------------------------------------
-    def _check_study(self, request: Dict[str, Any], datastore=None) -> None:
-        image = request.get("image")
-        if not isinstance(image, str) or not image or os.path.exists(image):
-            return  # uploaded file (a temporary path) or a session: nothing to look up
-        ds = datastore if datastore else self.datastore()
-        request["dxr_from_datastore"] = True  # its CT may stay in the small in-memory cache
-        if not ds.get_image_uri(image):
-            raise NotFound(
-                f"Unknown study {image!r}: it is not in the studies folder; list the study ids with GET /datastore/"
-                " or upload the CT as a file."
-            )
+        meta = super().info()
+        meta["dxr"] = {"options": self.cfg.public_dict(), "enhancer": self._infers["drr_enhance"].model_status()}
+        roots = [self.app_dir, os.path.realpath(self.app_dir), self.studies, os.path.realpath(self.studies),
+                 self.cfg.model_dir, self.cfg.work_dir, os.path.expanduser("~")]
+        return scrub_json(meta, roots)  # /info never shows a server path
+
+
+_TIMESTEPS: Dict[tuple, int] = {}
+
+
+def _train_timesteps(path: str) -> int:
+    """T of a checkpoint (the number of evaluations of the full ancestral sampler), read once per file version."""
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _TIMESTEPS:
+        import torch
+
+        _TIMESTEPS[key] = int(torch.load(path, map_location="cpu", weights_only=True)["diffusion"]["num_train_timesteps"])
+    return _TIMESTEPS[key]

@@ -37,8 +37,10 @@ def server_env(work: Path) -> dict[str, str]:
 
 
 class MonaiLabelServer:
-    def __init__(self, studies: Path, work: Path, conf: dict[str, str] | None = None):
+    def __init__(self, studies: Path, work: Path, conf: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None):
         self.studies, self.work, self.conf = Path(studies), Path(work), dict(conf or {})
+        self.extra_env = dict(env or {})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.work / "server.log"
@@ -57,6 +59,7 @@ class MonaiLabelServer:
     def start(self, timeout: float = 120.0) -> "MonaiLabelServer":
         self.work.mkdir(parents=True, exist_ok=True)
         env = server_env(self.work)
+        env.update(self.extra_env)
         env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
         env["MONAILABEL_PYEXE"] = sys.executable
         log = open(self.log_path, "wb")

@@ -57,8 +57,8 @@ def test_resume_after_kill_continues_same_loss_curve(pairs, tmp_path):
     losses = read_loss_log(run)
     assert [r["iteration"] for r in losses] == list(range(1, iters + 1))
     assert [r["loss"] for r in losses] == pytest.approx(ref_loss, rel=1e-5, abs=1e-7)
-    a = torch.load(ref / "model.pt", weights_only=False)["state_dict"]
-    b = torch.load(run / "model.pt", weights_only=False)["state_dict"]
+    a = torch.load(ref / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(run / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert (run / "tb").is_dir() and any((run / "tb").iterdir())
     # a finished run extended with a longer plan continues its iteration count

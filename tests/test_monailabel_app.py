@@ -340,7 +340,8 @@ def test_conf_model_path_enhances_ct_and_upload(server_with_model, tiny_ddpm_hq_
     info = requests.get(f"{srv.url}/info/", timeout=10).json()
     cfg = info["models"]["drr_enhance"]["config"]
     assert cfg["sampler"] == "ddim" and cfg["steps"] == 3
-    assert info["dxr"]["enhancer"]["model_path"] == str(tiny_ddpm_hq_model)
+    assert info["dxr"]["enhancer"]["model"] == "conf"  # an id: /info shows no server path
+    assert str(tiny_ddpm_hq_model.parent) not in json.dumps(info)
 
     client = MONAILabelClient(srv.url, tmpdir=str(tmp_path))
     image_out, result = client.infer("drr_enhance", "phantom", dict(DRR_PARAMS, nodules=1, nodule_size=[20, 24]))
@@ -386,28 +387,59 @@ def test_bad_conf_value_stops_startup_with_message(studies, tmp_path):
     assert "--conf steps must be a whole number" in str(err.value)
 
 
-def test_train_task_through_rest(server_with_model, tiny_ddpm_hq_model, tmp_path):
-    """POST /train/ddpm_hq_finetune runs dxr_core's DDPM-HQ training on the datastore radiographs (tiny run)."""
-    srv = server_with_model
-    r = requests.post(f"{srv.url}/train/ddpm_hq_finetune", json={"steps": 2, "batch_size": 1, "crop": 16},
-                      timeout=30)
+def _train(srv, params: dict, timeout: float = 240) -> dict:
+    r = requests.post(f"{srv.url}/train/ddpm_hq_finetune", json=params, timeout=30)
     assert r.status_code == 200, r.text
-    deadline = time.time() + 150
-    status = {}
+    deadline = time.time() + timeout
+    status: dict = {}
     while time.time() < deadline:
         status = requests.get(f"{srv.url}/train/", timeout=10).json()
         if status.get("status") in ("DONE", "ERROR", "STOPPED"):
             break
         time.sleep(1.0)
     assert status.get("status") == "DONE", json.dumps(status, default=str)[-3000:]
+    return requests.get(f"{srv.url}/info/", timeout=10).json()["train_stats"]["ddpm_hq_finetune"]
+
+
+def test_train_task_through_rest(server_with_model, tiny_ddpm_hq_model, tmp_path):
+    """POST /train/ddpm_hq_finetune: checked before it starts, a fresh run each time, published only when better."""
+    srv = server_with_model
     model = srv.work / "model" / "ddpm_hq_finetuned.pt"
+    # bad parameters: 422 naming the key, and no job starts
+    for params, word in (({"steps": "abc"}, "steps"), ({"init": str(tiny_ddpm_hq_model)}, "init"),
+                         ({"lr": -1}, "lr"), ({"stepz": 3}, "stepz"), ({"resume": True}, "resume")):
+        r = requests.post(f"{srv.url}/train/ddpm_hq_finetune", json=params, timeout=30)
+        assert r.status_code == 422 and word in r.json()["detail"], r.text
+    for body in (b"not json", b"[1, 2]"):
+        r = requests.post(f"{srv.url}/train/ddpm_hq_finetune", data=body, timeout=30,
+                          headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+    assert requests.get(f"{srv.url}/train/", timeout=10).status_code == 404  # "no training task found": none ran
+
+    # a run that wrecks the model (lr 1.0): validation says it is worse, the served model stays
+    bad = _train(srv, {"steps": 3, "batch_size": 2, "crop": 16, "lr": 1.0})
+    print("bad run:", json.dumps({k: bad[k] for k in ("psnr_served", "psnr_trained", "published", "reason")}))
+    assert bad["published"] is False and "served model stays" in bad["reason"]
+    assert bad["psnr_trained"] < bad["psnr_served"]
+    assert not model.exists()
+    info = requests.get(f"{srv.url}/info/", timeout=10).json()
+    assert info["dxr"]["enhancer"]["model"] == "conf"
+    for key in ("epoch", "total_epochs", "best_metric", "total_time"):  # what MONAI Label's Slicer plugin reads
+        assert key in bad
+    assert bad["epoch"] == bad["total_epochs"] == 3 and bad["resumed"] is False
+    assert str(srv.work) not in json.dumps(info)  # no server paths in the stats
+
+    # a second run: its own folder and pairs, not a continuation of the first; it learns and is published
+    good = _train(srv, {"steps": 40, "batch_size": 2, "crop": 16, "lr": 2e-3})
+    print("good run:", json.dumps({k: good[k] for k in ("psnr_served", "psnr_trained", "published", "reason")}))
+    assert good["run"] != bad["run"] and good["resumed"] is False and good["epoch"] == 40
+    runs = sorted(p.name for p in (srv.work / "model" / "runs").iterdir())
+    assert runs == sorted([bad["run"], good["run"]])
+    assert good["published"] is True and good["psnr_trained"] > good["psnr_served"]
     assert model.is_file()
     from dxr_core.diffusion.enhancer import load_enhancer
 
     enh = load_enhancer(model)
-    assert enh.model_config.channels == (32, 64)  # the served (tiny) architecture
-    stats = requests.get(f"{srv.url}/info/", timeout=10).json()["train_stats"]["ddpm_hq_finetune"]
-    assert stats["model"] == str(model) and stats["images"] == 1 and stats["steps"] == 2
-    assert stats["initialised_from"] == str(tiny_ddpm_hq_model)  # fine-tuned from the served weights, not from scratch
+    assert enh.model_config.channels == (32, 64)  # the served (tiny) architecture, fine-tuned
     # the server kept serving during training
     assert requests.get(f"{srv.url}/info/", timeout=10).status_code == 200

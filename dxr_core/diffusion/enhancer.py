@@ -101,7 +101,7 @@ class Enhancer:
             raise ModelError(f"no enhancer checkpoint at {path}; pass --model with a file written by "
                              "`dxr train ddpm-hq` (RUN/model.pt).")
         try:
-            st = torch.load(path, map_location="cpu", weights_only=False)
+            st = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors + JSON-like data: no code runs
         except Exception as err:  # corrupt / not a torch file
             raise ModelError(f"cannot read enhancer checkpoint {path} ({type(err).__name__}); pass a file written by "
                              "`dxr train ddpm-hq`.") from None

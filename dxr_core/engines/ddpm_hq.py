@@ -195,7 +195,7 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
     start = 0
     last = _latest_checkpoint(ckpt_dir)
     if last is not None:
-        state = torch.load(last, map_location=device, weights_only=False)
+        state = torch.load(last, map_location=device, weights_only=True)
         Checkpoint.load_objects(to_load=to_save, checkpoint=state)
         start = trainer.state.iteration
         if rank == 0:

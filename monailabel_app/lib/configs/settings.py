@@ -23,21 +23,30 @@ class ConfigError(ValueError):
 @dataclass
 class AppConfig:
     model_path: str | None = None  # explicit DDPM-HQ checkpoint; None: fine-tuned one in model_dir, else shipped
-    model_dir: str = ""  # where `/train/ddpm_hq_finetune` writes its checkpoint
+    model_dir: str = ""  # where `/train/ddpm_hq_finetune` publishes its checkpoint (and keeps its runs)
+    work_dir: str = ""  # the app's private scratch folder: uploads and results in flight (emptied at start-up)
     device: str = "cpu"  # torch device for enhancement and training
     sampler: str | None = None  # default sampler; None: the enhancer's own default
     steps: int | None = None  # default number of sampler steps; None: the enhancer's own default
     max_size: int = 2048  # largest detector side (pixels) a request may ask for
-    max_steps: int = 1000  # most sampler steps a request may ask for
-    ct_cache: int = 2  # CT volumes kept in memory between requests (0: none)
+    max_steps: int = 100  # most network evaluations one enhancement may run
+    max_work: float = 200.0  # most (network evaluations x output megapixels) one enhancement may cost
+    max_seconds: float = 300.0  # an inference running longer is cancelled (its worker is replaced) and answered 504
+    workers: int = 1  # inference worker processes (each holds its own model and CT cache)
+    max_queue: int = 8  # requests waiting for a worker beyond the running ones; more are answered 503
+    max_upload_mb: float = 1024.0  # largest request body (uploaded file + params) in MiB; larger: 413
+    datastore_writes: bool = False  # allow clients to add/replace/remove studies and labels (PUT/DELETE /datastore)
+    save_results: bool = True  # keep each DRR / enhanced result of a study (NRRD + JSON) as a label of that study
+    ct_cache: int = 2  # CT volumes kept in memory between requests, per worker (0: none)
     extra: dict[str, str] = field(default_factory=dict)  # other --conf keys (MONAI Label's own, e.g. server_mode)
 
-    KEYS = ("model_path", "model_dir", "device", "sampler", "steps", "max_size", "max_steps", "ct_cache")
+    KEYS = ("model_path", "model_dir", "work_dir", "device", "sampler", "steps", "max_size", "max_steps", "max_work",
+            "max_seconds", "workers", "max_queue", "max_upload_mb", "datastore_writes", "save_results", "ct_cache")
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any] | None, app_dir: str) -> "AppConfig":
         conf = dict(conf or {})
-        cfg = cls(model_dir=os.path.join(app_dir, "model"))
+        cfg = cls(model_dir=os.path.join(app_dir, "model"), work_dir=os.path.join(app_dir, "work"))
         if conf.get("model_path"):
             cfg.model_path = os.path.abspath(os.path.expanduser(str(conf["model_path"])))
             if not os.path.isfile(cfg.model_path):
@@ -47,6 +56,8 @@ class AppConfig:
                 )
         if conf.get("model_dir"):
             cfg.model_dir = os.path.abspath(os.path.expanduser(str(conf["model_dir"])))
+        if conf.get("work_dir"):
+            cfg.work_dir = os.path.abspath(os.path.expanduser(str(conf["work_dir"])))
         cfg.device = _device(str(conf.get("device", "auto")))
         if conf.get("sampler"):
             cfg.sampler = str(conf["sampler"]).strip().lower()
@@ -58,6 +69,19 @@ class AppConfig:
             cfg.max_steps = _int(conf, "max_steps", 1, 100000)
         if conf.get("ct_cache") not in (None, ""):
             cfg.ct_cache = _int(conf, "ct_cache", 0, 64)
+        if conf.get("max_work"):
+            cfg.max_work = _float(conf, "max_work", 0.001, 1e6)
+        if conf.get("max_seconds"):
+            cfg.max_seconds = _float(conf, "max_seconds", 0.1, 86400.0)
+        if conf.get("workers"):
+            cfg.workers = _int(conf, "workers", 1, 64)
+        if conf.get("max_queue") not in (None, ""):
+            cfg.max_queue = _int(conf, "max_queue", 0, 10000)
+        if conf.get("max_upload_mb"):
+            cfg.max_upload_mb = _float(conf, "max_upload_mb", 0.001, 65536.0)
+        for key in ("datastore_writes", "save_results"):
+            if conf.get(key) not in (None, ""):
+                setattr(cfg, key, _bool(conf, key))
         if cfg.steps is not None and cfg.steps > cfg.max_steps:
             raise ConfigError(f"--conf steps {cfg.steps} is above --conf max_steps {cfg.max_steps}; lower one of them.")
         cfg.extra = {k: str(v) for k, v in conf.items() if k not in cls.KEYS}
@@ -66,8 +90,26 @@ class AppConfig:
     def finetuned_path(self) -> str:
         return os.path.join(self.model_dir, FINETUNED_NAME)
 
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
     def to_dict(self) -> dict[str, Any]:
+        """Every option (server paths included): for the server's own log and the worker processes."""
         return {k: getattr(self, k) for k in self.KEYS}
+
+    def public_dict(self) -> dict[str, Any]:
+        """The options a client may see (``/info``): no server paths."""
+        out = self.to_dict()
+        out["model_path"] = "set" if self.model_path else None
+        out.pop("model_dir")
+        out.pop("work_dir")
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "AppConfig":
+        """Inverse of :meth:`to_dict` (already parsed values; used to hand the options to worker processes)."""
+        return cls(**{k: d[k] for k in cls.KEYS if k in d})
 
 
 def _int(conf: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
@@ -79,6 +121,26 @@ def _int(conf: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise ConfigError(f"--conf {key} must be between {lo} and {hi}; got {value}.")
     return value
+
+
+def _float(conf: Mapping[str, Any], key: str, lo: float, hi: float) -> float:
+    raw = conf[key]
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        value = float("nan")
+    if not lo <= value <= hi:  # also refuses nan
+        raise ConfigError(f"--conf {key} must be a number between {lo:g} and {hi:g}; got {raw!r}.")
+    return value
+
+
+def _bool(conf: Mapping[str, Any], key: str) -> bool:
+    raw = str(conf[key]).strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"--conf {key} must be true or false; got {conf[key]!r}.")
 
 
 def _device(name: str) -> str:

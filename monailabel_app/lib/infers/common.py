@@ -36,6 +36,9 @@ class NoModel(ModelError):
 
 def http_status(err: BaseException) -> int:
     """The 4xx code a ``dxr_core`` error is answered with (anything else is a server bug: 500)."""
+    code = getattr(err, "http_code", None)
+    if isinstance(err, DXRError) and isinstance(code, int):
+        return code
     if isinstance(err, (NotFound, NoModel)):
         return 404
     if isinstance(err, (OptionError, GeometryError)):
@@ -140,7 +143,7 @@ def image_path(req: Mapping[str, Any]) -> str:
     if not isinstance(path, str) or not path:
         raise NotFound("The request names no study: give ?image=<study id> from /datastore, or upload a file.")
     if not os.path.exists(path):
-        raise NotFound(f"Study file {path!r} no longer exists on the server; refresh the datastore and retry.")
+        raise NotFound("The study no longer exists on the server; refresh the datastore (GET /datastore/) and retry.")
     return path
 
 

@@ -62,6 +62,11 @@ from .common import (
 
 logger = logging.getLogger(__name__)
 
+#: every request key the ``drr`` task reads (aliases included); anything else is refused with 422
+DRR_KEYS = ("view", "size", "pixel_spacing", "sid", "sad", "rotation", "mode", "kvp", "energy_kev", "dose", "seed",
+            "output_dtype", "nodules", "nodule_count", "nodule_points", "nodule_at", "nodule_type", "nodule_types",
+            "nodule_kind", "nodule_kinds", "nodule_shape", "nodule_shapes", "nodule_size", "nodule_diameter",
+            "nodule_seed")
 NODULE_TYPES = ("solid", "part_solid", "ggo", "calcified")
 NODULE_SHAPES = ("sphere", "ellipsoid", "lobulated", "spiculated")
 MAX_NODULES = 20

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferType
@@ -47,6 +47,32 @@ from .drr import DRRParams, drr_result_json, nrrd_meta, render
 
 logger = logging.getLogger(__name__)
 
+
+
+#: request keys of this task besides the ``drr`` ones
+ENHANCE_KEYS = ("sampler", "steps", "scale", "seed", "tile")
+
+
+def parse_enhance(req: Mapping[str, Any], cfg: AppConfig) -> Dict[str, Any]:
+    """The enhancement parameters of a request, checked against this server's limits (OptionError -> 422)."""
+    sampler = as_choice(param(req, "sampler", cfg.sampler or DEFAULT_SAMPLER), "sampler", SAMPLERS)
+    steps = as_int(param(req, "steps", cfg.steps or DEFAULT_STEPS), "steps", 1, cfg.max_steps)
+    scale = as_float(param(req, "scale", 2), "scale", 1.0, 4.0)
+    seed = as_int(param(req, "seed", 0), "seed", 0, 2**31 - 1)
+    tile = as_int(param(req, "tile", 512), "tile", 32, 4096)
+    return {"sampler": sampler, "steps": steps, "scale": scale, "seed": seed, "tile": tile}
+
+
+def check_work(evaluations: int, out_size: Tuple[int, int], cfg: AppConfig) -> None:
+    """Refuse (422, before any work) an enhancement that would cost more than this server allows."""
+    if evaluations > cfg.max_steps:
+        raise OptionError(f"This request runs {evaluations} network evaluations, above this server's limit of "
+                          f"{cfg.max_steps}; use sampler ddim or dpmpp with fewer 'steps'.")
+    work = evaluations * out_size[0] * out_size[1] / 1e6
+    if work > cfg.max_work:
+        raise OptionError(f"This enhancement would cost {work:.0f} (network evaluations x output megapixels: "
+                          f"{evaluations} x {out_size[0]} x {out_size[1]}), above this server's limit of "
+                          f"{cfg.max_work:g}; lower 'steps', 'size' or 'scale' (or raise --conf max_work).")
 
 
 def scale_matrix(sy: float, sx: float) -> np.ndarray:
@@ -129,20 +155,25 @@ class EnhanceTask(BasicInferTask):
     def get_path(self, validate=True):
         return self.model_path()
 
+    def model_id(self, path: str | None) -> str | None:
+        """What a client is told about a checkpoint: "conf" (--conf model_path), "finetuned" or "shipped"."""
+        if path is None:
+            return None
+        if self.cfg.model_path and path == self.cfg.model_path:
+            return "conf"
+        return "finetuned" if path == self.cfg.finetuned_path() else "shipped"
+
     def model_status(self) -> Dict[str, Any]:
         path = self.model_path()
-        return {"installed": path is not None, "model_path": path, "device": self.cfg.device}
+        return {"installed": path is not None, "model": self.model_id(path), "device": self.cfg.device}
 
     def _require_model(self) -> str:
         path = self.model_path()
         if path is None:
-            from dxr_core.diffusion.enhancer import DEFAULT_WEIGHTS
-
             raise NoModel(
-                "No DDPM-HQ enhancement model is installed on this server (no --conf model_path, no fine-tuned "
-                f"{self.cfg.finetuned_path()}, no shipped {DEFAULT_WEIGHTS}); install the shipped weights, restart "
-                "with --conf model_path FILE.pt, or fine-tune one with POST /train/ddpm_hq_finetune. DRRs (task "
-                "'drr') still work."
+                "No DDPM-HQ enhancement model is installed on this server (no --conf model_path, no fine-tuned model, "
+                "no shipped weights); install the shipped weights, restart with --conf model_path FILE.pt, or "
+                "fine-tune one with POST /train/ddpm_hq_finetune. DRRs (task 'drr') still work."
             )
         return path
 
@@ -152,12 +183,7 @@ class EnhanceTask(BasicInferTask):
 
     def _parse(self, data):
         data["dxr_model_path"] = self._require_model()
-        sampler = as_choice(param(data, "sampler", self.cfg.sampler or DEFAULT_SAMPLER), "sampler", SAMPLERS)
-        steps = as_int(param(data, "steps", self.cfg.steps or DEFAULT_STEPS), "steps", 1, self.cfg.max_steps)
-        scale = as_float(param(data, "scale", 2), "scale", 1.0, 4.0)
-        seed = as_int(param(data, "seed", 0), "seed", 0, 2**31 - 1)
-        tile = as_int(param(data, "tile", 512), "tile", 32, 4096)
-        data["dxr_enhance"] = {"sampler": sampler, "steps": steps, "scale": scale, "seed": seed, "tile": tile}
+        data["dxr_enhance"] = parse_enhance(data, self.cfg)
         data["dxr_params"] = DRRParams.from_request(data, self.cfg)  # DRR params (used for CT input) + output_dtype
         return data
 
@@ -201,9 +227,8 @@ class EnhanceTask(BasicInferTask):
         e = data["dxr_enhance"]
         enhancer = self._enhancers.get(data["dxr_model_path"], self.cfg.device)
         evaluations = enhancer.evaluations(e["sampler"], e["steps"])
-        if evaluations > self.cfg.max_steps:
-            raise OptionError(f"Sampler {e['sampler']!r} runs {evaluations} network evaluations, above this server's "
-                              f"limit of {self.cfg.max_steps}; use sampler dpmpp or ddim with fewer steps.")
+        rows, cols = data["lq"].shape
+        check_work(evaluations, (round(rows * e["scale"]), round(cols * e["scale"])), self.cfg)
         with self._run_lock:
             out = enhancer.enhance(data.pop("lq"), scale=e["scale"], sampler=e["sampler"], steps=e["steps"],
                                    seed=e["seed"], tile=e["tile"])
@@ -218,7 +243,7 @@ class EnhanceTask(BasicInferTask):
         rows, cols = img.shape
         lq_spacing = data.get("lq_spacing")
         enh = dict(e)
-        enh["model_path"] = data["dxr_model_path"]
+        enh["model"] = self.model_id(data["dxr_model_path"])  # an id, never a server path
         if data["dxr_kind"] == "ct":
             drr = data.pop("drr")
             lq_rows, lq_cols = drr.geometry.size
