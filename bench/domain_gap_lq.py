@@ -1,6 +1,7 @@
 """Domain gap of LQ syntheses: real radiographs vs bicubic / area / high_order / acquisition LQ vs phantom DRRs.
 
-    .venv/bin/python bench/domain_gap_lq.py --real CXR_DIR --metadata CXR_DIR/metadata.csv --out /tmp/dgap
+    .venv/bin/python bench/domain_gap_lq.py --real CXR_DIR --metadata CXR_DIR/metadata.csv --out /tmp/dgap \
+        [--drr DRR_DIR]
 
 The real radiographs are split by patient (``patient_split``, 50/50, seed 0) into A (the reference) and B. From
 B's images (each put on a 256 x 256 grid: central square, antialiased) every LQ method makes a 128 x 128 image
@@ -27,6 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--metadata", required=True, help="CSV with patientid and filename columns")
     ap.add_argument("--out", required=True, help="work folder (split manifest, cached phantom DRRs, JSON)")
     ap.add_argument("--phantom", type=int, default=16, help="number of phantom DRR pairs (default 16)")
+    ap.add_argument("--drr", default=None, help="optional folder of DRRs of real CTs (e.g. `dxr drr --size 256`), "
+                                                 "compared as one more set (spectrum and histogram; C2ST needs 4+)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -65,6 +68,10 @@ def main(argv=None) -> int:
     sets["phantom DRR HQ"] = [prepare(read_image(hq_d / f"{s:04d}.png"), 128) for s in range(args.phantom)]
     sets["phantom DRR LQ"] = [read_image(lq_d / f"{s:04d}.png") for s in range(args.phantom)]
 
+    if args.drr:
+        from dxr_core.data.radiographs import list_radiographs
+
+        sets["real-CT DRR"] = [prepare(load_radiograph(f)[0], 128) for f in list_radiographs(args.drr)]
     ref_a = [prepare(im, 128) for im in a]
     results: dict = {"n_real_a": len(a), "n_real_b": len(b), "grid": 128, "seconds_per_image": timings,
                      "vs_real": {}, "vs_phantom_lq": {}}
