@@ -133,19 +133,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--ct", metavar="PATH", help="one CT: DICOM series folder or NIfTI/NRRD/MHA file")
     src.add_argument("--ct-dir", metavar="DIR", help="render every CT (DICOM series folders, volume files) under DIR")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--view", default="pa", choices=VIEW_CHOICES, help="projection view (default pa)")
-    p.add_argument("--size", type=_size, default=(512, 512), metavar="N|RxC",
-                   help="detector pixels, N or ROWSxCOLS (default 512)")
+    p.add_argument("--view", default=None, choices=VIEW_CHOICES,
+                   help="projection view (default pa; with --preset the preset's view)")
+    p.add_argument("--size", type=_size, default=None, metavar="N|RxC",
+                   help="detector pixels, N or ROWSxCOLS (default 512; with --preset the detector's native matrix, "
+                        "or the preset's field divided by --spacing-mm)")
     p.add_argument("--spacing-mm", type=_spacing, default=None, metavar="MM",
                    help="detector pixel spacing in mm, one value or ROW,COL (default: fit the CT with a margin)")
-    p.add_argument("--kvp", type=_positive(float, "--kvp"), default=120.0, help="tube voltage (poly mode, default 120)")
+    p.add_argument("--kvp", type=_positive(float, "--kvp"), default=None,
+                   help="tube voltage (poly mode, default 120; with --preset the preset's)")
     p.add_argument("--mode", choices=("poly", "mono"), default="poly", help="polychromatic spectrum or one energy")
     p.add_argument("--energy-kev", type=_positive(float, "--energy-kev"), default=None,
                    help="photon energy in mono mode (default: the physics default)")
     p.add_argument("--dose", type=_positive(float, "--dose"), default=None, metavar="PHOTONS",
                    help="photons per detector pixel for quantum noise (default: no noise)")
-    p.add_argument("--sid-mm", type=_positive(float, "--sid-mm"), default=1500.0, help="source-image distance")
-    p.add_argument("--sad-mm", type=_positive(float, "--sad-mm"), default=1000.0, help="source-isocentre distance")
+    p.add_argument("--sid-mm", type=_positive(float, "--sid-mm"), default=None,
+                   help="source-image distance (default 1500; with --preset the preset's)")
+    p.add_argument("--sad-mm", type=_positive(float, "--sad-mm"), default=None,
+                   help="source-isocentre distance (default 1000; with --preset the preset's)")
+    from dxr_core.drr.presets import PRESET_NAMES
+
+    p.add_argument("--preset", default=None, choices=PRESET_NAMES,
+                   help="clinical chest acquisition (geometry, kV, filtration incl. Cu, grid, CsI detector, dose, "
+                        "processing; see docs/drr_physics.md); explicit options override it. Default: none "
+                        "(today's raw DRR)")
+    p.add_argument("--scatter", default=None, choices=("on", "off"),
+                   help="scatter-kernel superposition scatter (default: on with --preset, else off)")
+    p.add_argument("--grid-ratio", type=float, default=None, metavar="R",
+                   help="anti-scatter grid ratio, 0 = no grid (default: the preset's, else 0)")
+    p.add_argument("--detector", default=None, choices=("on", "off"),
+                   help="CsI flat-panel model: MTF, focal-spot blur, quantum + electronic noise at the preset's "
+                        "clinical dose or --dose (default: on with --preset, else off)")
+    p.add_argument("--processing", default=None, choices=("raw", "default"),
+                   help="raw: fixed log window (today's output); default: multiscale processing + tone curve "
+                        "(default: default with --preset, else raw)")
     p.add_argument("--rotation-deg", type=float, default=0.0, help="gantry rotation about the patient axis")
     p.add_argument("--formats", default=DEFAULT_FORMATS, help=f"comma list of outputs (default {DEFAULT_FORMATS})")
     p.add_argument("--seed", type=int, default=0, help="noise seed (per CT in --ct-dir: derived from it and the name)")
@@ -199,8 +220,67 @@ def _fingerprint(ct: Path) -> list[Any]:
         return []
 
 
+_LEGACY_DEFAULTS = {"view": "pa", "size": (512, 512), "kvp": 120.0, "sid_mm": 1500.0, "sad_mm": 1000.0}
+
+
+def resolve_preset(args: argparse.Namespace) -> None:
+    """Fill unset options from ``--preset`` (or from today's defaults without one). Idempotent."""
+    preset = None
+    if getattr(args, "preset", None):
+        from dxr_core.drr.presets import get_preset
+
+        preset = get_preset(args.preset)
+    for name, legacy in _LEGACY_DEFAULTS.items():
+        if getattr(args, name, None) is not None:
+            continue
+        if preset is None:
+            val = legacy
+        elif name == "size":
+            sp = getattr(args, "spacing_mm", None)
+            val = (preset.native_size,) * 2 if sp is None else \
+                (max(8, int(round(preset.detector_mm / sp[0]))), max(8, int(round(preset.detector_mm / sp[1]))))
+        else:
+            val = {"view": preset.view, "kvp": preset.kvp, "sid_mm": preset.sid_mm, "sad_mm": preset.sad_mm}[name]
+        setattr(args, name, val)
+    if preset is not None and getattr(args, "spacing_mm", None) is None:
+        args.spacing_mm = (preset.detector_mm / args.size[0], preset.detector_mm / args.size[1])
+
+
+def acquisition_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The acquisition options as given (None when none is: today's raw DRR, and today's settings record)."""
+    keys = ("preset", "scatter", "grid_ratio", "detector", "processing")
+    vals = {k: getattr(args, k, None) for k in keys}
+    if all(v is None for v in vals.values()):
+        return None
+    return vals
+
+
+def make_acquisition(args: argparse.Namespace):
+    """:class:`Acquisition` from --preset/--scatter/--grid-ratio/--detector/--processing (None when unset)."""
+    acq = acquisition_settings(args)
+    if acq is None:
+        return None
+    from dxr_core.drr.acquisition import Acquisition, AntiScatterGrid, DetectorModel, Processing, ScatterModel
+
+    try:
+        if acq["preset"]:
+            from dxr_core.drr.presets import preset_acquisition
+
+            a = preset_acquisition(acq["preset"], scatter=acq["scatter"] != "off", grid_ratio=acq["grid_ratio"],
+                                   detector=acq["detector"] != "off", processing=acq["processing"] or "default")
+        else:
+            a = Acquisition(scatter=ScatterModel(enabled=acq["scatter"] == "on"),
+                            grid=AntiScatterGrid(acq["grid_ratio"] or 0.0),
+                            detector=DetectorModel(enabled=acq["detector"] == "on"),
+                            processing=Processing(mode=acq["processing"] or "raw"))
+    except OptionError as err:
+        raise OptionError(f"{err} (check --preset, --scatter, --grid-ratio, --detector and --processing)") from None
+    return a
+
+
 def job_settings(args: argparse.Namespace, ct: Path, seed: int, formats: tuple[str, ...],
                  hooks: list[ModuleType]) -> dict[str, Any]:
+    resolve_preset(args)
     s: dict[str, Any] = {
         "source": str(ct.resolve()), "source_fingerprint": _fingerprint(ct),
         "view": args.view, "size": list(args.size),
@@ -208,6 +288,9 @@ def job_settings(args: argparse.Namespace, ct: Path, seed: int, formats: tuple[s
         "energy_kev": args.energy_kev, "dose": args.dose, "sid_mm": args.sid_mm, "sad_mm": args.sad_mm,
         "rotation_deg": args.rotation_deg, "seed": seed, "formats": list(formats),
     }
+    acq = acquisition_settings(args)
+    if acq is not None:  # only then: settings of today's renders stay exactly as before (resume check)
+        s["acquisition"] = acq
     hs: dict[str, Any] = {}
     for h in hooks:
         if callable(getattr(h, "settings", None)):
@@ -242,6 +325,15 @@ def is_done(out_dir: Path, stem: str, formats: tuple[str, ...], settings: dict[s
 def _physics(args: argparse.Namespace):
     from dxr_core.drr.physics import physics_from_options
 
+    resolve_preset(args)
+    if getattr(args, "preset", None):
+        from dxr_core.drr.presets import get_preset, preset_physics
+
+        try:
+            return preset_physics(get_preset(args.preset), args.mode, args.kvp, args.dose, args.energy_kev)
+        except (TypeError, ValueError) as err:
+            raise OptionError(f"Invalid physics settings ({err}); check --preset, --mode, --kvp, --energy-kev "
+                              "and --dose.") from None
     return physics_from_options(args.mode, args.kvp, args.dose, args.energy_kev,
                                 option_names="--mode, --kvp, --energy-kev and --dose")
 
@@ -281,7 +373,7 @@ def render_one(job: RenderJob, formats: tuple[str, ...], settings: dict[str, Any
                                      rotation_deg=args.rotation_deg)
     if job.physics is None:
         job.physics = _physics(args)
-    job.drr = render_drr(job.volume, job.geometry, job.physics, seed=job.seed)
+    job.drr = render_drr(job.volume, job.geometry, job.physics, seed=job.seed, acquisition=make_acquisition(args))
     _hook_call(hooks, "after_render", job)
     extra = {SIDECAR_KEY: {"settings": settings, "stem": job.stem,
                            "extra_outputs": [p.name for p in job.extra_outputs]}}
@@ -293,6 +385,9 @@ def _check_options(args: argparse.Namespace) -> tuple[str, ...]:
     from dxr_core.io import parse_formats
 
     formats = parse_formats(args.formats)
+    resolve_preset(args)
+    if args.grid_ratio is not None and not (0.0 <= args.grid_ratio <= 16.0):
+        raise OptionError(f"--grid-ratio {args.grid_ratio:g} is outside 0..16; give 0 (no grid) or e.g. 10 or 12.")
     if args.sid_mm <= args.sad_mm:
         raise OptionError(f"--sid-mm ({args.sid_mm:g}) must be larger than --sad-mm ({args.sad_mm:g}): the detector "
                           "lies beyond the isocentre.")

@@ -16,9 +16,19 @@ Where every number comes from:
   HU_bone = 1000 (mu_bone / mu_water - 1) evaluated at the CT scanner's effective energy
   (``ct_effective_energy_kev``, default 70 keV, typical of a 120 kVp CT beam), so the mapping reproduces the
   CT's own numbers for water and bone. Then mu(E) = w mu_water(E) + b mu_bone(E).
-* Tube spectra: ``spekpy`` (Poludniowski et al. 2021) at ``kvp`` with tungsten anode angle ``anode_angle_deg``
-  and added aluminium filtration ``filtration_mm_al`` (spekpy's default inherent filtration otherwise), binned
-  at ``energy_bin_kev``.
+* Tube spectra: ``spekpy`` (Poludniowski et al. 2021) at ``kvp`` with tungsten anode angle ``anode_angle_deg``,
+  binned at ``energy_bin_kev``. spekpy's bare ``Spek`` beam is *unfiltered* (only the anode's self-absorption;
+  its first HVL at 120 kV is ~0.06 mm Al), so every filter is added explicitly: ``filtration_mm_al`` is the
+  *total* aluminium-equivalent filtration (inherent tube window + collimator + added Al) and ``filtration_mm_cu``
+  any added copper. The default (2.5 mm Al, no Cu) gives a first HVL of 4.2 mm Al at 120 kV, just below the
+  IEC 60601-1-3:2008 (Table 3) minimum of 4.3 mm Al at 120 kV; the chest presets (:mod:`dxr_core.drr.presets`,
+  e.g. 3.5 mm Al + 0.1 mm Cu -> HVL 6.8 mm Al) are above it. ``hvl_mm_al`` (spekpy's first HVL, air kerma)
+  and ``hvl_effective_energy_kev`` (the energy of the mono beam with that HVL in Al) are recorded in the
+  sidecar next to ``mean_energy_kev``.
+* Mean energy: ``mean_energy_kev`` is the detector-weighted *mean* energy sum_E s(E) E (poly) or ``energy_kev``
+  (mono); it is the energy at which ``line_integral`` is evaluated. (It used to be called
+  ``effective_energy_kev``; that name stays as a deprecated alias with the same value. The conventional
+  *effective* energy - the mono energy with the beam's HVL - is ``hvl_effective_energy_kev``.)
 * Beer-Lambert: I/I0 = exp(-integral mu dl) (mono); poly: I/I0 = sum_E s(E) exp(-L_w mu_w(E) - L_b mu_b(E)) / sum_E s(E)
   with s(E) = fluence(E) * E for an energy-integrating detector (default) or fluence(E) for photon counting, and
   L_w, L_b the projected water/bone path lengths (mm) — so beam hardening is modelled.
@@ -48,7 +58,13 @@ import torch
 
 from dxr_core.errors import OptionError
 
-__all__ = ["Physics", "physics_from_options", "hu_to_mu", "hu_to_basis", "mu_water", "mu_bone", "spectrum", "hu_bone_reference"]
+__all__ = ["Physics", "physics_from_options", "hu_to_mu", "hu_to_basis", "mu_water", "mu_bone", "spectrum", "hu_bone_reference",
+           "beam_quality", "mono_hvl_mm_al", "IEC_60601_1_3_MIN_HVL_MM_AL"]
+
+# IEC 60601-1-3:2008 Table 3 (also 21 CFR 1020.30(m)(1) Table 1): minimum permissible first HVL (mm Al) of the
+# useful beam of general radiography X-ray equipment, by tube voltage (kV); linear interpolation in between.
+IEC_60601_1_3_MIN_HVL_MM_AL = {50: 1.8, 60: 2.2, 70: 2.5, 80: 2.9, 90: 3.2, 100: 3.6, 110: 3.9, 120: 4.3,
+                               130: 4.7, 140: 5.0, 150: 5.4}
 
 # ICRU Report 44 cortical bone: mass fractions (%) and density (g/cm^3)
 ICRU44_CORTICAL_BONE = {"H": 3.4, "C": 15.5, "N": 4.2, "O": 43.5, "Na": 0.1, "Mg": 0.2, "P": 10.3, "S": 0.3, "Ca": 22.5}
@@ -108,20 +124,50 @@ def hu_to_mu(hu, energy_kev: float = 60.0, ct_effective_energy_kev: float = 70.0
     return mu.numpy() if is_np else mu
 
 
-@lru_cache(maxsize=16)
-def spectrum(kvp: float, filtration_mm_al: float, anode_angle_deg: float = 12.0,
-             energy_bin_kev: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(bin energies keV, photon fluence per bin, arbitrary units) from spekpy; zero bins dropped."""
+def _spek(kvp: float, filtration_mm_al: float, anode_angle_deg: float, energy_bin_kev: float,
+          filtration_mm_cu: float = 0.0):
+    """spekpy beam with every filter added explicitly (the bare ``Spek`` beam is unfiltered)."""
     import spekpy as sp
 
     s = sp.Spek(kvp=float(kvp), th=float(anode_angle_deg), dk=float(energy_bin_kev))
     if filtration_mm_al > 0:
         s.filter("Al", float(filtration_mm_al))
+    if filtration_mm_cu > 0:
+        s.filter("Cu", float(filtration_mm_cu))
+    return s
+
+
+@lru_cache(maxsize=16)
+def spectrum(kvp: float, filtration_mm_al: float, anode_angle_deg: float = 12.0,
+             energy_bin_kev: float = 1.0, filtration_mm_cu: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(bin energies keV, photon fluence per bin, arbitrary units) from spekpy; zero bins dropped.
+
+    ``filtration_mm_al``: total Al filtration (mm); ``filtration_mm_cu``: added Cu (mm); both added explicitly."""
+    s = _spek(kvp, filtration_mm_al, anode_angle_deg, energy_bin_kev, filtration_mm_cu)
     k, phi = s.get_spectrum()
     k = np.asarray(k, dtype=np.float64)
     phi = np.asarray(phi, dtype=np.float64)
     keep = phi > phi.max() * 1e-6
     return k[keep], phi[keep]
+
+
+@lru_cache(maxsize=32)
+def beam_quality(kvp: float, filtration_mm_al: float, anode_angle_deg: float = 12.0,
+                 filtration_mm_cu: float = 0.0) -> dict[str, float]:
+    """First HVL (mm Al, air kerma), spekpy's HVL-effective energy (keV), mean fluence energy (keV) and
+    photons per mm^2 per uGy air kerma of the filtered spectrum (spekpy, 0.5 keV bins)."""
+    s = _spek(kvp, filtration_mm_al, anode_angle_deg, 0.5, filtration_mm_cu)
+    flu, kerma = float(s.get_flu()), float(s.get_kerma())  # photons/cm^2/mAs at 1 m, uGy/mAs at 1 m
+    return {"hvl_mm_al": float(s.get_hvl1()), "hvl_effective_energy_kev": float(s.get_eeff()),
+            "mean_fluence_energy_kev": float(s.get_emean()), "photons_per_mm2_per_ugy": flu / kerma / 100.0}
+
+
+def mono_hvl_mm_al(energy_kev: float) -> float:
+    """HVL (mm Al) of a mono beam: ln 2 / mu_Al(E) (xraydb, Al at 2.699 g/cm^3)."""
+    import xraydb
+
+    mu = float(np.asarray(xraydb.material_mu("Al", _energies_ev(energy_kev), density=2.699))[0]) / 10.0
+    return float(np.log(2.0) / mu)
 
 
 @lru_cache(maxsize=64)
@@ -137,7 +183,8 @@ class Physics:
     mode: str = "mono"  # "mono" | "poly"
     energy_kev: float = 60.0  # mono energy
     kvp: float = 120.0  # poly: tube voltage
-    filtration_mm_al: float = 2.5  # poly: added Al filtration (mm)
+    filtration_mm_al: float = 2.5  # poly: total Al filtration (mm), added to spekpy's unfiltered beam
+    filtration_mm_cu: float = 0.0  # poly: added Cu filtration (mm)
     anode_angle_deg: float = 12.0  # poly: tungsten anode angle (spekpy)
     energy_bin_kev: float = 2.0  # poly: spectrum bin width
     detector: str = "energy_integrating"  # or "photon_counting" (spectrum weighting)
@@ -158,6 +205,8 @@ class Physics:
             raise OptionError(f"kvp {self.kvp} is outside 20..150 kV (the range spekpy models); give e.g. 120.")
         if float(self.filtration_mm_al) < 0:
             raise OptionError(f"filtration_mm_al {self.filtration_mm_al} is negative; give 0 or more mm of Al.")
+        if not (0.0 <= float(self.filtration_mm_cu) <= 5.0):
+            raise OptionError(f"filtration_mm_cu {self.filtration_mm_cu} is outside 0..5 mm; give e.g. 0.1 (mm of Cu).")
         if not (0.1 <= float(self.energy_bin_kev) <= 10.0):
             raise OptionError(f"energy_bin_kev {self.energy_bin_kev} is outside 0.1..10 keV.")
         if self.photons_per_pixel is not None and not (float(self.photons_per_pixel) > 0 and np.isfinite(self.photons_per_pixel)):
@@ -179,18 +228,52 @@ class Physics:
 
     def spectrum_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """(energies keV, normalised detector weights s(E)) for poly mode."""
-        k, phi = spectrum(float(self.kvp), float(self.filtration_mm_al), float(self.anode_angle_deg),
-                          float(self.energy_bin_kev))
+        if float(self.filtration_mm_cu) > 0:
+            k, phi = spectrum(float(self.kvp), float(self.filtration_mm_al), float(self.anode_angle_deg),
+                              float(self.energy_bin_kev), float(self.filtration_mm_cu))
+        else:  # the historical call (same cache key, same numbers)
+            k, phi = spectrum(float(self.kvp), float(self.filtration_mm_al), float(self.anode_angle_deg),
+                              float(self.energy_bin_kev))
         s = phi * k if self.detector == "energy_integrating" else phi
         return k, s / s.sum()
 
     @property
-    def effective_energy_kev(self) -> float:
+    def mean_energy_kev(self) -> float:
         """mono: energy_kev; poly: detector-weighted mean energy of the spectrum (used for ``line_integral``)."""
         if self.mode == "mono":
             return float(self.energy_kev)
         k, s = self.spectrum_weights()
         return float((k * s).sum())
+
+    @property
+    def effective_energy_kev(self) -> float:
+        """Deprecated alias of :attr:`mean_energy_kev` (it is a mean energy, not an HVL-effective energy; see
+        :attr:`hvl_effective_energy_kev`)."""
+        import warnings
+
+        warnings.warn("Physics.effective_energy_kev is the detector-weighted mean energy and is deprecated; use "
+                      "Physics.mean_energy_kev (or hvl_effective_energy_kev for the HVL-effective energy).",
+                      DeprecationWarning, stacklevel=2)
+        return self.mean_energy_kev
+
+    def beam_quality(self) -> dict[str, float]:
+        """Beam quality: first HVL (mm Al), HVL-effective energy (keV), photons per mm^2 per uGy air kerma.
+        poly: from spekpy for the filtered spectrum; mono: HVL = ln2 / mu_Al(E), effective energy = E."""
+        if self.mode == "mono":
+            return {"hvl_mm_al": mono_hvl_mm_al(float(self.energy_kev)),
+                    "hvl_effective_energy_kev": float(self.energy_kev)}
+        return beam_quality(float(self.kvp), float(self.filtration_mm_al), float(self.anode_angle_deg),
+                            float(self.filtration_mm_cu))
+
+    @property
+    def hvl_mm_al(self) -> float:
+        """First half-value layer in mm Al (see :meth:`beam_quality`)."""
+        return self.beam_quality()["hvl_mm_al"]
+
+    @property
+    def hvl_effective_energy_kev(self) -> float:
+        """Energy of the mono beam with the same first HVL in Al (see :meth:`beam_quality`)."""
+        return self.beam_quality()["hvl_effective_energy_kev"]
 
     def basis_mu(self, energy_kev) -> tuple[np.ndarray, np.ndarray]:
         """(mu_water, mu_bone) in 1/mm at the given energies (cached)."""
@@ -254,7 +337,10 @@ class Physics:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["window"] = list(self.window)
-        d["effective_energy_kev"] = self.effective_energy_kev
+        d["mean_energy_kev"] = self.mean_energy_kev
+        d["effective_energy_kev"] = d["mean_energy_kev"]  # deprecated key (a mean energy), kept for readers
+        d["hvl_mm_al"] = self.hvl_mm_al
+        d["hvl_effective_energy_kev"] = self.hvl_effective_energy_kev
         d["hu_bone"] = self.hu_bone
         d["image_convention"] = ("image = clip((-ln(I/I0) - window[0]) / (window[1] - window[0]), 0, 1); "
                                  "bone bright, air dark")

@@ -23,7 +23,7 @@ from dxr_core.drr.projector import (_LAYOUT, NONFINITE_MESSAGE, PlaneSource, _ch
                                     project_tensor)
 from dxr_core.errors import GeometryError, InputError
 
-__all__ = ["DRR", "render_drr", "add_volume_delta", "apply_physics"]
+__all__ = ["DRR", "render_drr", "add_volume_delta", "apply_physics", "primary_transmission"]
 
 
 def _device(device) -> torch.device:
@@ -37,10 +37,14 @@ class DRR:
     """A rendered radiograph and everything needed to interpret or extend it.
 
     image: float32 (rows, cols) in [0, 1], bone bright (window in ``physics.window``).
-    line_integral: float32 (rows, cols), noise-free integral of mu (1/mm) x mm at ``physics.effective_energy_kev``.
+    line_integral: float32 (rows, cols), noise-free integral of mu (1/mm) x mm at ``physics.mean_energy_kev``.
     basis: float32 (2, rows, cols) projected water-fraction and bone-fraction path lengths (mm), or None
         (mono renders keep it only with ``keep_basis=True``).
     log_image: float32 (rows, cols) = -ln(I/I0) after noise (poly: with beam hardening), before the window.
+    acquisition: the :class:`~dxr_core.drr.acquisition.Acquisition` applied (None: today's raw chain), with
+        ``acquisition_record`` (sidecar ``"acquisition"``), ``primary`` (noise-free primary I_p/I_0, no grid),
+        ``scatter`` (scatter fluence, same units, no grid) and ``spr`` (scatter-to-primary ratio at the detector,
+        after the grid) when the chain ran.
     """
 
     image: np.ndarray
@@ -53,6 +57,11 @@ class DRR:
     seed: int | None = None
     source: Any = field(default=None, repr=False)  # the HU Volume it came from (not serialised)
     timings: dict[str, float] = field(default_factory=dict)
+    acquisition: Any = None
+    acquisition_record: dict[str, Any] | None = None
+    primary: np.ndarray | None = None
+    scatter: np.ndarray | None = None
+    spr: np.ndarray | None = None
 
     @property
     def projection_matrix(self) -> np.ndarray:
@@ -79,6 +88,7 @@ class DRR:
                       "convention": "bone bright, air dark (MONOCHROME2)"},
             "seed": self.seed,
             "source": src,
+            "acquisition": self.acquisition_record if self.acquisition_record is not None else _off_record(),
         }
 
 
@@ -131,6 +141,22 @@ def _hu_plane_source(hu: np.ndarray, physics: Physics, channels: int, device: to
     return PlaneSource((z, y, x), channels, device, make=make, raw=raw, transfer=transfer, air=air)
 
 
+def _off_record() -> dict[str, Any]:
+    from dxr_core.drr.acquisition import off_record
+
+    return off_record()
+
+
+def primary_transmission(physics: Physics, line_integral: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
+    """Noise-free primary I/I0 (float32): poly from the basis projections, mono from the line integral."""
+    if physics.mode == "poly":
+        if basis is None:
+            raise InputError("A poly render needs the two basis projections; render with physics mode 'poly'.")
+        b = torch.from_numpy(np.ascontiguousarray(basis, dtype=np.float32))
+        return physics.transmission(b[0], b[1]).numpy()
+    return np.exp(-np.asarray(line_integral, dtype=np.float64)).astype(np.float32)
+
+
 def apply_physics(physics: Physics, line_integral: np.ndarray, basis: np.ndarray | None,
                   seed) -> tuple[np.ndarray, np.ndarray]:
     """(image, log_image) from projections: Beer-Lambert (mono or poly), noise, -ln, window."""
@@ -147,7 +173,8 @@ def apply_physics(physics: Physics, line_integral: np.ndarray, basis: np.ndarray
 
 
 def render_drr(volume_hu, geometry: ConeBeamGeometry, physics: Physics | None = None, seed: int | None = None,
-               device: str | torch.device | None = "cpu", keep_basis: bool | None = None) -> DRR:
+               device: str | torch.device | None = "cpu", keep_basis: bool | None = None,
+               acquisition=None) -> DRR:
     """Render a DRR of ``volume_hu`` (a :class:`dxr_core.volume.Volume` in HU) with ``geometry``.
 
     physics: default ``Physics()`` (mono 60 keV, no noise; air outside the body clipped at ``air_hu`` = -950 HU,
@@ -155,6 +182,8 @@ def render_drr(volume_hu, geometry: ConeBeamGeometry, physics: Physics | None = 
     device: "cpu" (default), "cuda", or None (CUDA when available). keep_basis: keep the two basis projections
     (always in poly mode; default off in mono mode, where ``line_integral`` is sufficient for
     :func:`add_volume_delta`).
+    acquisition: an :class:`~dxr_core.drr.acquisition.Acquisition` (scatter, grid, detector, processing; e.g. from
+    :func:`dxr_core.drr.presets.preset_acquisition`); None or every step off: today's chain, bit for bit.
     """
     physics = physics or Physics()
     if not isinstance(geometry, ConeBeamGeometry):
@@ -170,11 +199,21 @@ def render_drr(volume_hu, geometry: ConeBeamGeometry, physics: Physics | None = 
     t1 = time.perf_counter()
     if channels == 2:
         basis = proj.cpu().numpy()
-        mw, mb = physics.basis_mu(physics.effective_energy_kev)
+        mw, mb = physics.basis_mu(physics.mean_energy_kev)
         line = (basis[0] * float(mw[0]) + basis[1] * float(mb[0])).astype(np.float32)
     else:
         basis = None
         line = proj[0].cpu().numpy()
+    if acquisition is not None and acquisition.active:
+        from dxr_core.drr.acquisition import apply_acquisition
+
+        prim = primary_transmission(physics, line, basis)
+        t2 = time.perf_counter()
+        res = apply_acquisition(acquisition, physics, geometry, prim, seed)
+        return DRR(image=res["image"], line_integral=line, geometry=geometry, physics=physics,
+                   meta=dict(volume_hu.meta), basis=basis, log_image=res["log_image"], seed=seed, source=volume_hu,
+                   timings={"project_s": t1 - t0, "physics_s": t2 - t1, **res["timings"]}, acquisition=acquisition,
+                   acquisition_record=res["record"], primary=prim, scatter=res["scatter"], spr=res["spr"])
     image, log_img = apply_physics(physics, line, basis, seed)
     t2 = time.perf_counter()
     return DRR(image=image, line_integral=line, geometry=geometry, physics=physics, meta=dict(volume_hu.meta),
@@ -263,23 +302,36 @@ def add_volume_delta(drr: DRR, delta_hu, seed: int | None = None, base_hu=None,
     if keep_basis:
         vol = torch.stack([w1 - w0, b1 - b0])  # (2, Z, Y, X)
     else:
-        mw, mb = phys.basis_mu(phys.effective_energy_kev)
+        mw, mb = phys.basis_mu(phys.mean_energy_kev)
         vol = ((w1 - w0) * float(mw[0]) + (b1 - b0) * float(mb[0]))[None]
     src = PlaneSource(vol.shape[1:], vol.shape[0], dev, tensor=vol)
     d = project_tensor(src, delta_hu.index_to_world_matrix, drr.geometry, (r0, r1, c0, c1)).cpu().numpy()
     _check_projection(d, delta_hu.array)
     if keep_basis:
         out.basis[:, r0:r1, c0:c1] += d  # type: ignore[index]
-        mw, mb = phys.basis_mu(phys.effective_energy_kev)
+        mw, mb = phys.basis_mu(phys.mean_energy_kev)
         out.line_integral[r0:r1, c0:c1] = out.basis[0, r0:r1, c0:c1] * float(mw[0]) + out.basis[1, r0:r1, c0:c1] * float(mb[0])  # type: ignore[index]
         basis_box = out.basis[:, r0:r1, c0:c1]  # type: ignore[index]
     else:
         out.line_integral[r0:r1, c0:c1] += d[0]
         basis_box = None
-    img, log_img = apply_physics(phys, out.line_integral[r0:r1, c0:c1], basis_box, seed)
-    out.image[r0:r1, c0:c1] = img
-    if out.log_image is not None:
-        out.log_image[r0:r1, c0:c1] = log_img
+    if drr.acquisition is not None and drr.acquisition.active and drr.primary is not None:
+        # scatter, blur and processing are not local: update the primary in the box and re-run the whole chain
+        # (same seed -> same noise outside the nodule's reach; processing keeps the base render's value range)
+        from dxr_core.drr.acquisition import apply_acquisition
+
+        out.primary = drr.primary.copy()
+        out.primary[r0:r1, c0:c1] = primary_transmission(phys, out.line_integral[r0:r1, c0:c1], basis_box)
+        vr = (drr.acquisition_record or {}).get("processing", {}).get("value_range_log")
+        res = apply_acquisition(drr.acquisition, phys, drr.geometry, out.primary, seed,
+                                tuple(vr) if vr is not None else None)
+        out.image, out.log_image, out.scatter, out.spr = res["image"], res["log_image"], res["scatter"], res["spr"]
+        out.acquisition_record = res["record"]
+    else:
+        img, log_img = apply_physics(phys, out.line_integral[r0:r1, c0:c1], basis_box, seed)
+        out.image[r0:r1, c0:c1] = img
+        if out.log_image is not None:
+            out.log_image[r0:r1, c0:c1] = log_img
     out.meta.setdefault("volume_deltas", [])
     out.meta["volume_deltas"] = list(out.meta["volume_deltas"]) + [{"pixel_box": [r0, r1, c0, c1], "seed": seed}]
     out.timings["last_delta_s"] = time.perf_counter() - t0
