@@ -6,7 +6,8 @@ warm (one untimed call first), best of ``--repeats``. Plastimatch: ``plastimatch
 on an MHA of the attenuation volume; its compute time = wall time (best of 3) minus the wall time (best of 3) of the same
 command with a 1x1 detector (= loading/writing only). Peak memory of a 2000x2000 render is measured in a fresh
 subprocess as its ``VmHWM`` (peak resident set of its own address space, whole process incl. the CT and
-Python/torch). Not ``ru_maxrss``: on Linux that survives fork + exec, so a child would report the benchmark
+Python/torch). The opt-in acquisition steps (scatter + grid, CsI detector, multiscale processing; see
+docs/drr_physics.md) are timed one by one at 512x512 on the pa-chest preset. Not ``ru_maxrss``: on Linux that survives fork + exec, so a child would report the benchmark
 parent's larger RSS (it did: 2.6 GB reported for a 1.1 GB child).
 """
 from __future__ import annotations
@@ -80,6 +81,31 @@ print(dt, hwm)
     return float(dt), float(mb)
 
 
+def acquisition_step_costs(v, repeats: int = 3) -> str:
+    """Cost of each opt-in acquisition step (dxr_core.drr.acquisition) at 512^2, best of ``repeats``: scatter
+    (SKS on a 4 mm grid), detector (focal spot + Poisson + CsI MTF + electronic noise), processing (multiscale
+    pyramid + tone curve), on the pa-chest preset's physics and the noise-free primary of this CT."""
+    from dxr_core.drr import render_drr
+    from dxr_core.drr.acquisition import Acquisition, apply_acquisition
+    from dxr_core.drr.presets import preset_acquisition, preset_geometry, preset_physics
+
+    g = preset_geometry(v, "pa-chest", size=512)
+    phys = preset_physics("pa-chest")
+    full = preset_acquisition("pa-chest")
+    primary = render_drr(v, g, phys, acquisition=full).primary  # warm (spectra, beam quality, FFT plans)
+    steps = {"scatter": Acquisition(scatter=full.scatter, grid=full.grid),
+             "detector": Acquisition(detector=full.detector),
+             "processing": Acquisition(processing=full.processing)}
+    key = {"scatter": "scatter_s", "detector": "detector_s", "processing": "processing_s"}
+    parts = []
+    for name, acq in steps.items():
+        best = min(apply_acquisition(acq, phys, g, primary, seed=0)["timings"][key[name]] for _ in range(repeats))
+        parts.append(f"{name} {best * 1e3:.1f} ms")
+    best_all = min(sum(apply_acquisition(full, phys, g, primary, seed=0)["timings"].values()) for _ in range(repeats))
+    return (f"drr_speed: acquisition steps at 512x512 (pa-chest preset): {' | '.join(parts)} | "
+            f"all three {best_all * 1e3:.1f} ms (on top of the raw render)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="256x256x150 CT, 256^2 detector, no 2000^2 run")
@@ -131,6 +157,7 @@ def main(argv=None) -> int:
     print(line)
     print(f"drr_speed: poly (120 kVp, 2 basis channels) {det[0]}x{det[1]} {min(poly):.2f} s; "
           f"threads {torch.get_num_threads()}; device {args.device}")
+    print(acquisition_step_costs(v, args.repeats))
     if not args.quick:
         dt, mb = peak_memory_child(shape, spacing, (2000, 2000))
         print(f"drr_speed: ours 2000x2000 {dt:.2f} s (cold process, includes kernel load) | peak RSS {mb / 1024:.2f} GB "
