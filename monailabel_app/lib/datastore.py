@@ -141,6 +141,10 @@ class StudiesDatastore(LocalDatastore):
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
         self._check_write(image_id, must_exist=False)
         _, ext = self._to_id(os.path.basename(image_filename))
+        allowed = sorted({e.replace("*", "") for e in self._extensions})
+        if ext.lower() not in allowed:
+            raise BadName(f"A study must be one of the image types {', '.join(allowed)} (got {ext or 'no suffix'!r}); "
+                          "a DICOM series is added as a folder on the server.")
         if not inside(os.path.join(self.root, self._filename(image_id, ext)), self.root):
             raise BadName("The image id and file name must name a file inside the studies folder.")
         return super().add_image(image_id, image_filename, image_info)
