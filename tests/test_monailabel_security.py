@@ -162,6 +162,11 @@ def test_outside_paths_are_one_404(server, world):
 
 def test_no_server_paths_in_answers(server, world):
     texts = [requests.get(f"{server.url}/info/", timeout=10).text]
+    for output in ("all", "train", "stats", "bogus"):
+        r = requests.get(f"{server.url}/datastore/", params={"output": output}, timeout=10)
+        assert r.status_code == (422 if output == "bogus" else 200), r.text
+        texts.append(r.text)
+    assert "phantom" in texts[1]  # the listing names the studies
     texts.append(_infer(server, "drr", "phantom", {"size": 32}, raw_params=None).text[:4000])
     texts.append(_infer(server, "drr", "chest_xray", {}).text)
     texts.append(_infer(server, "drr", "", {}, files={"file": ("x.nii.gz", b"garbage" * 10)}).text)

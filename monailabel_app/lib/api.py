@@ -456,6 +456,16 @@ class AppRoutes:
         except BaseException as err:
             raise self._fail(err) from None
 
+    async def listing(self, output: Optional[str] = None):
+        """MONAI Label's datastore listing, without server paths (its ``output=train`` lists full file paths)."""
+        from monailabel.endpoints.datastore import ResultType, datastore
+
+        try:
+            kind = ResultType(output) if output else None
+        except ValueError:
+            raise _error(422, f"'output' must be one of {', '.join(t.value for t in ResultType)}.") from None
+        return scrub_json(await run_in_threadpool(datastore, kind), self.roots)
+
     @staticmethod
     async def not_offered(request: Request):
         raise HTTPException(status_code=403, detail=f"{request.method} {request.url.path} is not offered by this app "
@@ -496,7 +506,11 @@ class AppRoutes:
         async def put_label_info(request: Request, label: str, tag: str, user: User = annotator):
             return await self.put_label_info(request, label, tag)
 
+        async def listing(output: Optional[str] = None, user: User = user):
+            return await self.listing(output)
+
         r.add_api_route("/infer/{model}", infer, methods=["POST"], summary="Run a DiffusionXRay inference task")
+        r.add_api_route("/datastore/", listing, methods=["GET"], summary="Studies and labels of the datastore")
         r.add_api_route("/train/{model}", train_model, methods=["POST"], summary="Start a training task")
         r.add_api_route("/train/", train_all, methods=["POST"], include_in_schema=False)
         for path in ("/datastore/image", "/datastore/"):
