@@ -327,11 +327,16 @@ class Processing:
             g = gauss[-1]
             if min(g.shape) < 8:
                 break
-            gauss.append(gaussian_filter(g, 1.0, mode="reflect")[::2, ::2])
+            gauss.append(gaussian_filter(g, 1.0, mode="reflect")[::2, ::2])  # Burt-Adelson REDUCE
 
-        def expand(small, shape):
-            big = np.repeat(np.repeat(small, 2, 0), 2, 1)[: shape[0], : shape[1]]
-            return gaussian_filter(big, 1.0, mode="reflect")
+        def expand(small, shape):  # bilinear 2x (pixel centres aligned with the 2x2 decimation's), no blockiness
+            import torch
+            import torch.nn.functional as F
+
+            t = torch.from_numpy(np.ascontiguousarray(small))[None, None]
+            big = F.interpolate(t, size=(small.shape[0] * 2, small.shape[1] * 2), mode="bilinear",
+                                align_corners=False)[0, 0, : shape[0], : shape[1]]
+            return big.numpy()
 
         for k in range(len(gauss) - 1):
             bands.append(gauss[k] - expand(gauss[k + 1], gauss[k].shape))
