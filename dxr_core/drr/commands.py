@@ -146,7 +146,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--energy-kev", type=_positive(float, "--energy-kev"), default=None,
                    help="photon energy in mono mode (default: the physics default)")
     p.add_argument("--dose", type=_positive(float, "--dose"), default=None, metavar="PHOTONS",
-                   help="photons per detector pixel for quantum noise (default: no noise)")
+                   help="photons per detector pixel for quantum noise (default: no noise; with --detector on: the "
+                        "preset's clinical dose, which this overrides)")
     p.add_argument("--sid-mm", type=_positive(float, "--sid-mm"), default=None,
                    help="source-image distance (default 1500; with --preset the preset's)")
     p.add_argument("--sad-mm", type=_positive(float, "--sad-mm"), default=None,
@@ -163,7 +164,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="anti-scatter grid ratio, 0 = no grid (default: the preset's, else 0)")
     p.add_argument("--detector", default=None, choices=("on", "off"),
                    help="CsI flat-panel model: MTF, focal-spot blur, quantum + electronic noise at the preset's "
-                        "clinical dose or --dose (default: on with --preset, else off)")
+                        "clinical dose (150 uGy open-beam air kerma without one) or --dose (default: on with --preset, else off)")
     p.add_argument("--processing", default=None, choices=("raw", "default"),
                    help="raw: fixed log window (today's output); default: multiscale processing + tone curve "
                         "(default: default with --preset, else raw)")
