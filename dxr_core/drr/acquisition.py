@@ -10,8 +10,9 @@ The chain, applied to the noise-free *primary* transmission P = I_p/I_0 of :func
    Med Phys 15:721): every pixel emits scatter in proportion to its primary and to a power of its attenuation,
    q(x) = c * P(x)^(1 + alpha) * tau(x)^beta with tau = -ln P (their amplitude factor c (I/I0)^alpha
    (ln I0/I)^beta times the primary), and the scatter at the detector is S = q (*) K with a normalised
-   two-Gaussian kernel K (widths in mm at the detector). For a wide uniform slab SPR = c P^alpha tau^beta. c, beta and the kernel are calibrated on the chest phantom at 120 kVp (preset filtration,
-   no grid) so that the scatter-to-primary ratio (SPR) is ~1 behind the lungs and ~3-4 behind the mediastinum,
+   two-Gaussian kernel K (widths in mm at the detector). For a wide uniform slab SPR = c P^alpha tau^beta.
+   c, alpha, beta and the kernel are calibrated on the chest phantom (seed 0) at 120 kVp (preset filtration,
+   no grid) so that the scatter-to-primary ratio (SPR) is ~1.0 behind the lungs and ~4.2 behind the mediastinum,
    inside the published no-grid ranges (lungs ~0.5-1.5, mediastinum ~2-5: Floyd et al. 1991, "Scatter
    compensation in digital chest radiography using the posterior beam stop technique", Med Phys 18:408 (and
    Floyd, Lo, Ravin 1992 for PA chest); Chan & Doi 1985, "Radiation dose in diagnostic radiology: Monte Carlo

@@ -164,7 +164,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="anti-scatter grid ratio, 0 = no grid (default: the preset's, else 0)")
     p.add_argument("--detector", default=None, choices=("on", "off"),
                    help="CsI flat-panel model: MTF, focal-spot blur, quantum + electronic noise at the preset's "
-                        "clinical dose (150 uGy open-beam air kerma without one) or --dose (default: on with --preset, else off)")
+                        "clinical dose (150 uGy open-beam air kerma without one) or --dose (default: on with "
+                        "--preset, else off)")
     p.add_argument("--processing", default=None, choices=("raw", "default"),
                    help="raw: fixed log window (today's output); default: multiscale processing + tone curve "
                         "(default: default with --preset, else raw)")
