@@ -1,4 +1,5 @@
-"""`dxr degrade`: write LQ versions of radiographs with one of the degradation methods (resumable)."""
+"""`dxr degrade`: write LQ versions of radiographs with one of the degradation methods (resumable);
+`dxr make-pairs`: aligned LQ/HQ training pairs from real radiographs (resumable)."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,47 @@ def add_commands(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="write outputs again even if they exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_degrade)
+
+    m = subparsers.add_parser(
+        "make-pairs", help="aligned LQ (512) / HQ (1024) training pairs from real radiographs",
+        description="HQ = each radiograph's central square at --hq-size, LQ = its degradation at 1/--scale "
+                    "(mix: area / bicubic / high_order drawn per pair, seeded). Writes OUT/hq, OUT/lq (16-bit PNG, same "
+                    "names: what `dxr train ddpm-hq --pairs` reads) and OUT/pairs.jsonl; pairs already written are "
+                    "skipped. Select a split of a patient-level manifest with --manifest/--split (never train on a "
+                    "test patient). See docs/degrade.md.")
+    m.add_argument("--hq", required=True, metavar="DIR", help="folder of real radiographs")
+    m.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    m.add_argument("--method", default="mix", metavar="M", help=f"mix (default) or one of: {', '.join(METHODS)}")
+    m.add_argument("--manifest", metavar="CSV", help="split manifest (file, patient_id, split) from patient_split")
+    m.add_argument("--split", default="train", choices=("train", "val", "test"),
+                   help="which split of --manifest to use (default train)")
+    m.add_argument("--hq-size", type=int, default=1024, help="HQ side in pixels (default 1024)")
+    m.add_argument("--scale", type=float, default=2.0, help="HQ/LQ size ratio (default 2)")
+    m.add_argument("--variants", type=int, default=1, help="LQ versions per radiograph (default 1)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.set_defaults(run=run_make_pairs)
+
+
+def run_make_pairs(args: argparse.Namespace) -> int:
+    from dxr_core.data.radiographs import list_radiographs, read_manifest
+    from dxr_core.degrade.pairs import make_pairs
+    from dxr_core.errors import InputError
+
+    root = Path(args.hq).expanduser()
+    if not root.is_dir():
+        raise InputError(f"--hq {str(root)!r} is not a folder; give the folder of radiographs.")
+    files = list_radiographs(root)
+    if args.manifest:
+        keep = {r["file"] for r in read_manifest(args.manifest) if r["split"] == args.split}
+        files = [f for f in files if f.name in keep or str(f.relative_to(root)) in keep]
+    if not files:
+        raise InputError(f"No radiographs to pair in {str(root)!r}" + (f" for split {args.split!r} of "
+                         f"{args.manifest!r}" if args.manifest else "") + ".")
+    recs = make_pairs(files, args.out, method=args.method, hq_size=args.hq_size, scale=args.scale, seed=args.seed,
+                      variants=args.variants, progress=not args.no_progress)
+    print(f"{len(recs)} pairs in {args.out}", flush=True)
+    return 0
 
 
 def image_seed(seed: int, name: str) -> int:
