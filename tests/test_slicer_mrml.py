@@ -159,3 +159,206 @@ def test_nodule_markups(scene):
     np.testing.assert_allclose(axes[1], (0.0, 0.0, -1.0), atol=1e-12)
     assert json.loads(roi.GetAttribute("DiffusionXRay.result.label"))["category"] == "solid"
     assert add_nodule_markups(scene, dict(result, nodules=[])) == {"centres": None, "image_points": None, "rois": []}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# film placement for real geometries (dxr_core's own cone-beam geometry): PA, AP, lateral, oblique
+# ----------------------------------------------------------------------------------------------------------------
+ROWS, COLS = 6, 8  # not square, so a swapped axis shows
+
+GEOMETRIES = {  # name: (view, rotation in degrees about the patient's long axis)
+    "pa": ("pa", 0.0), "ap": ("ap", 0.0), "lateral": ("lateral", 0.0), "oblique": ("pa", 35.0),
+}
+
+
+def _geometry_result(name, rows=ROWS, cols=COLS, spacing=(1.25, 0.75)):
+    from dxr_core.drr.geometry import make_geometry
+
+    view, rotation = GEOMETRIES[name]
+    g = make_geometry(None, view=view, size=(rows, cols), pixel_spacing_mm=spacing, rotation_deg=rotation,
+                      isocenter_lps=np.array([12.0, -30.0, 140.0]))
+    gd = g.to_dict()
+    return {"task": "drr", "image": {"size": [rows, cols], "pixel_spacing_mm": list(spacing), "dtype": "float32"},
+            "geometry": gd, "projection_matrix": gd["projection_matrix"], "nodules": []}
+
+
+def _check_film(node, result):
+    """Every pixel of the loaded film sits where its ray hit the detector: IJK -> RAS -> LPS projects back onto
+    (col, row) with the result's own projection matrix; the stored RAS projection matrix agrees."""
+    from DiffusionXRayLib import node_projection_matrix, project_lps, ras_to_lps
+
+    rows, cols = result["image"]["size"]
+    m = _ijk_to_ras(node)
+    cr = np.array([[0, 0], [cols - 1, 0], [0, rows - 1], [cols - 1, rows - 1], [3, 2]], dtype=float)
+    ras = (m @ np.c_[cr, np.zeros(len(cr)), np.ones(len(cr))].T).T[:, :3]
+    np.testing.assert_allclose(project_lps(result["projection_matrix"], ras_to_lps(ras)), cr, atol=1e-6)
+    p_ras = node_projection_matrix(node, "RAS")
+    h = np.c_[ras, np.ones(len(ras))] @ p_ras.T
+    np.testing.assert_allclose(h[:, :2] / h[:, 2:], cr, atol=1e-6)
+    # a right-handed frame with the film's normal as k (1 mm)
+    np.testing.assert_allclose(m[:3, 2], np.cross(m[:3, 0], m[:3, 1]) / np.linalg.norm(np.cross(m[:3, 0], m[:3, 1])),
+                               atol=1e-9)
+
+
+def _film_file(tmp_path, name, rows=ROWS, cols=COLS, offset=0.0, spacing=(0.75, 1.25)):
+    img = (np.linspace(0, 1, rows * cols, dtype=np.float32).reshape(rows, cols) + offset) / (1 + offset)
+    return _write_nrrd(tmp_path / name, img, spacing), img
+
+
+@pytest.mark.parametrize("name", list(GEOMETRIES))
+def test_film_placement_for_each_geometry(scene, tmp_path, name):
+    from DiffusionXRayLib import load_result_volume
+
+    result = _geometry_result(name)
+    path, img = _film_file(tmp_path, "drr.nrrd")
+    node = load_result_volume(scene, str(path), result, f"DRR {name}")
+    _check_film(node, result)
+    np.testing.assert_array_equal(_array(node)[0], img)
+    d = [[0.0] * 3 for _ in range(3)]
+    node.GetIJKToRASDirections(d)
+    if name not in ("pa", "ap"):  # PA/AP directions are symmetric (see test_transposed_directions_are_caught)
+        assert not np.allclose(np.asarray(d), np.asarray(d).T)
+
+
+def test_transposed_directions_are_caught(scene, tmp_path, monkeypatch):
+    """The checks above fail when the loader transposes the IJK -> RAS directions (every non-symmetric geometry).
+    PA's and AP's direction matrix in RAS (both films are read with the patient's right on the viewer's left),
+    [[-1,0,0],[0,0,-1],[0,-1,0]], is its own transpose: transposing it changes nothing, so for them no test can tell
+    (and no such bug can show); their films still differ in origin and projection, which _check_film checks."""
+    import DiffusionXRayLib.scene as scene_mod
+    from DiffusionXRayLib import load_result_volume
+
+    real = scene_mod.split_ijk_to_ras
+
+    def transposed(m):
+        spacing, directions, origin = real(m)
+        return spacing, directions.T.copy(), origin
+
+    monkeypatch.setattr(scene_mod, "split_ijk_to_ras", transposed)
+    path, _img = _film_file(tmp_path, "drr.nrrd")
+    for name in ("lateral", "oblique"):
+        result = _geometry_result(name)
+        node = load_result_volume(scene, str(path), result, f"bad {name}")
+        with pytest.raises(AssertionError):
+            _check_film(node, result)
+    for name in ("pa", "ap"):
+        res = _geometry_result(name)
+        _check_film(load_result_volume(scene, str(path), res, name), res)  # symmetric: identical placement
+
+
+def test_two_results_in_one_folder_load_as_two_films(scene, tmp_path):
+    """Sibling 2-D files with numbered names must not be merged into one volume by the archetype reader."""
+    from DiffusionXRayLib import load_result_volume
+
+    a_path, a = _film_file(tmp_path, "dxr-result-1.nrrd")
+    b_path, b = _film_file(tmp_path, "dxr-result-2.nrrd", offset=1.0)
+    ra, rb = _geometry_result("lateral"), _geometry_result("oblique")
+    na = load_result_volume(scene, str(a_path), ra, "first")
+    nb = load_result_volume(scene, str(b_path), rb, "second")
+    for node, img, res in ((na, a, ra), (nb, b, rb)):
+        assert node.GetImageData().GetDimensions() == (COLS, ROWS, 1)
+        np.testing.assert_array_equal(_array(node)[0], img)
+        _check_film(node, res)
+    assert na.GetName() == "first" and nb.GetName() == "second"
+
+
+def test_result_size_is_checked(scene, tmp_path):
+    from DiffusionXRayLib import load_result_volume
+
+    path, _ = _film_file(tmp_path, "drr.nrrd")
+    n = scene.GetNumberOfNodes()
+    with pytest.raises(RuntimeError, match="inconsistent"):
+        load_result_volume(scene, str(path), _geometry_result("ap", rows=COLS, cols=ROWS), "wrong")
+    assert scene.GetNumberOfNodes() == n  # nothing left behind
+
+
+def test_parent_transform_is_hardened_on_a_copy(scene, tmp_path, slicer_core):
+    """A CT under a (non-symmetric) linear transform is sent in world coordinates; the node and its transform are
+    untouched, and placed points are read in world coordinates too."""
+    from DiffusionXRayLib import markups_points_lps, snapshot_volume
+
+    hu = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    ct = _read_node(scene, _write_nrrd(tmp_path / "ct.nrrd", hu, (0.7, 0.8, 2.5), origin_lps=(-100.0, 50.0, 20.0)),
+                    "CT")
+    before = _ijk_to_ras(ct)
+    t = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    c, s = np.cos(0.4), np.sin(0.4)
+    to_parent = np.array([[c, -s, 0, 10.0], [s, c, 0, -20.0], [0, 0, 1, 5.0], [0, 0, 0, 1]])
+    import vtk
+
+    vm = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for k in range(4):
+            vm.SetElement(r, k, to_parent[r, k])
+    t.SetMatrixTransformToParent(vm)
+    ct.SetAndObserveTransformNodeID(t.GetID())
+    n_nodes = scene.GetNumberOfNodes()
+    snap = snapshot_volume(scene, ct)
+    assert scene.GetNumberOfNodes() == n_nodes
+    expected_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ to_parent @ before
+    np.testing.assert_allclose(snap.ijk_to_lps, expected_lps, atol=1e-9)
+    assert not np.allclose(snap.ijk_to_lps[:3, :3], snap.ijk_to_lps[:3, :3].T)  # a transposition would show
+    np.testing.assert_array_equal(snap.array, hu)
+    np.testing.assert_allclose(_ijk_to_ras(ct), before)  # the node itself is not hardened
+    assert ct.GetTransformNodeID() == t.GetID()
+
+    pts = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "clicks")
+    pts.AddControlPoint([1.0, 2.0, 3.0])
+    pts.SetAndObserveTransformNodeID(t.GetID())
+    world = to_parent @ np.array([1.0, 2.0, 3.0, 1.0])
+    np.testing.assert_allclose(markups_points_lps(pts)[0], [-world[0], -world[1], world[2]], atol=1e-9)
+
+    # the file written for the server places the voxels where the world matrix says (read back through MRML)
+    from DiffusionXRayLib import write_nrrd
+
+    out = write_nrrd(str(tmp_path / "sent.nrrd"), snap.array, snap.ijk_to_lps)
+    back = _read_node(scene, Path(out), "sent")
+    np.testing.assert_allclose(_ijk_to_ras(back), to_parent @ before, atol=1e-6)
+    np.testing.assert_array_equal(_array(back), hu)
+
+
+def test_nodule_masks_become_a_segmentation_on_the_film(scene, tmp_path, slicer_core):
+    from DiffusionXRayLib import add_nodule_segmentation, load_result_volume
+    from dxr_core.nodules.labels import rle_encode
+
+    result = _geometry_result("oblique")
+    masks = [np.zeros((ROWS, COLS), np.uint8) for _ in range(2)]
+    masks[0][1:3, 2:5] = 1
+    masks[1][4, 6] = 1
+    result["nodules"] = [{"category": "solid", "segmentation": rle_encode(m.astype(bool))} for m in masks]
+    path, _ = _film_file(tmp_path, "drr.nrrd")
+    film = load_result_volume(scene, str(path), result, "film")
+    seg = add_nodule_segmentation(scene, result, film)
+    segmentation = seg.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 2
+    rep = slicer_core.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    import vtk
+
+    for i, mask in enumerate(masks):
+        segment = segmentation.GetNthSegment(i)
+        assert segment.GetName() == f"N{i + 1} solid"
+        lm = segment.GetRepresentation(rep)
+        ext = lm.GetExtent()
+        arr = vtk_to_numpy(lm.GetPointData().GetScalars()).reshape(ext[5] - ext[4] + 1, ext[3] - ext[2] + 1,
+                                                                  ext[1] - ext[0] + 1)
+        full = np.zeros((ROWS, COLS), np.uint8)
+        full[ext[2]:ext[3] + 1, ext[0]:ext[1] + 1] = arr[0]
+        np.testing.assert_array_equal(full, mask)
+        m = vtk.vtkMatrix4x4()
+        lm.GetImageToWorldMatrix(m)
+        np.testing.assert_allclose([[m.GetElement(r, k) for k in range(4)] for r in range(4)], _ijk_to_ras(film),
+                                   atol=1e-9)
+    assert add_nodule_segmentation(scene, {"nodules": []}, film) is None
+
+
+def test_enhanced_radiograph_keeps_the_input_plane():
+    from DiffusionXRayLib import enhanced_ijk_to_ras
+
+    m = np.array([[0.0, 0.5, 0, 10], [-0.4, 0, 0, 20], [0, 0, 1, 30], [0, 0, 0, 1]])  # oblique in-plane axes
+    out = enhanced_ijk_to_ras(m, (10, 8), (20, 16))
+    corner = lambda mat, i, j: (mat @ [i, j, 0, 1])[:3]  # noqa: E731
+    np.testing.assert_allclose(corner(out, -0.5, -0.5), corner(m, -0.5, -0.5))
+    np.testing.assert_allclose(corner(out, 19.5, 15.5), corner(m, 9.5, 7.5))
+    np.testing.assert_allclose(out[:3, :2], m[:3, :2] / 2)

@@ -1,6 +1,6 @@
 """REST client for the DiffusionXRay MONAI Label app (``monailabel start_server --app monailabel_app``).
 
-Standard library only (``urllib``), so it runs in any 3D Slicer Python without installing packages, and no
+Standard library only (``http.client``), so it runs in any 3D Slicer Python without installing packages, and no
 ``slicer`` import, so it is tested outside Slicer against a real server.
 
 The server's inference endpoint is ``POST /infer/{task}``:
@@ -15,20 +15,22 @@ The server's inference endpoint is ``POST /infer/{task}``:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import socket
 import tempfile
+import threading
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Tuple
-from urllib.error import HTTPError, URLError
+from http.client import HTTPConnection, HTTPException, HTTPSConnection
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote, urlencode, urlsplit
-from urllib.request import Request, urlopen
 
 TASK_DRR = "drr"
 TASK_ENHANCE = "drr_enhance"
 
+UPLOAD_CHUNK = 1 << 20  # bytes per send(): the granularity of upload progress and of cancelling an upload
 #: upload names keep only the final suffix(es) the server understands: MONAI Label takes the file type from
 #: every suffix of the uploaded name, so "CT 1.2.nrrd" would arrive as a ".2.nrrd" file.
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".png", ".tif", ".tiff", ".jpg",
@@ -37,6 +39,10 @@ _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", 
 
 class DXRClientError(Exception):
     """Any failure talking to the DiffusionXRay server; ``str(err)`` is a sentence for the user."""
+
+
+class Cancelled(DXRClientError):
+    """The user stopped the request (:meth:`DXRClient.abort`)."""
 
 
 class ServerUnreachable(DXRClientError):
@@ -202,6 +208,9 @@ class DXRClient:
         self.server_url = self.normalize_url(server_url)
         self.timeout = float(timeout)
         self.tmpdir = tmpdir
+        self._lock = threading.Lock()
+        self._conn = None
+        self._aborted = False
 
     @staticmethod
     def normalize_url(url: str) -> str:
@@ -217,28 +226,73 @@ class DXRClient:
         return url.rstrip("/")
 
     # transport -------------------------------------------------------------------------------------------------
-    def _request(self, method: str, selector: str, body: Optional[bytes] = None,
-                 headers: Optional[Dict[str, str]] = None, task: str = "") -> Tuple[bytes, str]:
-        url = self.server_url + selector
-        req = Request(url, data=body, method=method, headers=dict(headers or {}))
-        try:
-            with urlopen(req, timeout=self.timeout) as resp:
-                return resp.read(), resp.headers.get("Content-Type", "")
-        except HTTPError as err:
+    def abort(self) -> None:
+        """Stop the request in flight (from any thread): its socket is shut down, so the blocked call raises
+        :class:`Cancelled` at once. The client stays usable for the next request."""
+        with self._lock:
+            self._aborted = True
+            conn = self._conn
+        if conn is not None and conn.sock is not None:
             try:
-                payload = err.read()
-            except Exception:  # noqa: BLE001 - the status alone still explains enough
-                payload = b""
-            raise ServerError(err.code, error_detail(payload) or str(err.reason), url, task) from None
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _request(self, method: str, selector: str, body: Optional[bytes] = None,
+                 headers: Optional[Dict[str, str]] = None, task: str = "",
+                 progress: Optional[Callable[[int, int], None]] = None) -> Tuple[bytes, str]:
+        """One HTTP exchange on its own connection (``http.client``, so :meth:`abort` can cut it from another
+        thread); ``progress(sent, total)`` is called while the body is uploaded."""
+        url = self.server_url + selector
+        parts = urlsplit(url)
+        cls = HTTPSConnection if parts.scheme == "https" else HTTPConnection
+        conn = cls(parts.hostname, parts.port, timeout=self.timeout)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        with self._lock:
+            self._aborted = False
+            self._conn = conn
+        try:
+            conn.putrequest(method, path)
+            hdrs = dict(headers or {})
+            if body is not None:
+                hdrs["Content-Length"] = str(len(body))
+            for k, v in hdrs.items():
+                conn.putheader(k, v)
+            conn.endheaders()
+            if body is not None:
+                view, total = memoryview(body), len(body)
+                for start in range(0, total, UPLOAD_CHUNK):
+                    self._check_aborted()
+                    conn.send(view[start:start + UPLOAD_CHUNK])
+                    if progress is not None:
+                        progress(min(start + UPLOAD_CHUNK, total), total)
+            resp = conn.getresponse()
+            data = resp.read()
+            self._check_aborted()
+            if resp.status >= 400:
+                raise ServerError(resp.status, error_detail(data) or resp.reason, url, task)
+            return data, resp.headers.get("Content-Type", "")
+        except DXRClientError:
+            raise
         except (socket.timeout, TimeoutError):
+            self._check_aborted()
             raise ServerUnreachable(f"The DiffusionXRay server at {self.server_url} did not answer within "
                                     f"{self.timeout:g} s; ask for a smaller size or fewer steps, or raise the "
                                     "client timeout.") from None
-        except (URLError, ConnectionError, OSError) as err:
-            reason = getattr(err, "reason", err)
+        except (HTTPException, ConnectionError, OSError) as err:
+            self._check_aborted()
+            reason = getattr(err, "strerror", None) or err
             raise ServerUnreachable(f"Cannot reach the DiffusionXRay server at {self.server_url} ({reason}); start "
                                     "it with `monailabel start_server --app monailabel_app --studies DIR` or fix "
                                     "the server URL.") from None
+        finally:
+            with self._lock:
+                self._conn = None
+            conn.close()
+
+    def _check_aborted(self) -> None:
+        if self._aborted:
+            raise Cancelled("The request was cancelled.")
 
     def _get_json(self, selector: str) -> Any:
         data, _ = self._request("GET", selector)
@@ -263,8 +317,10 @@ class DXRClient:
         return sorted(objects)
 
     def infer(self, task: str, image: Optional[str] = None, file: Optional[str] = None,
-              params: Optional[Mapping[str, Any]] = None, output: str = "all") -> InferResult:
-        """Run ``task`` on a study id (``image``) or an uploaded file (``file``, a local path)."""
+              params: Optional[Mapping[str, Any]] = None, output: str = "all",
+              progress: Optional[Callable[[int, int], None]] = None) -> InferResult:
+        """Run ``task`` on a study id (``image``) or an uploaded file (``file``, a local path);
+        ``progress(sent, total)`` follows the upload."""
         if bool(image) == bool(file):
             raise DXRClientError("Give exactly one input: a study id on the server (image=...) or a local CT/"
                                  "radiograph file to upload (file=...).")
@@ -281,8 +337,30 @@ class DXRClient:
             with open(file, "rb") as fp:
                 files = {"file": (upload_name(file), fp.read(), "application/octet-stream")}
         body, ctype = encode_multipart({"params": json.dumps(dict(params or {}))}, files)
-        data, resp_type = self._request("POST", selector, body, {"Content-Type": ctype}, task=task)
+        data, resp_type = self._request("POST", selector, body, {"Content-Type": ctype}, task=task,
+                                        progress=progress)
         return self._parse_answer(task, data, resp_type)
+
+    # datastore -------------------------------------------------------------------------------------------------
+    def datastore_writable(self, info: Optional[Mapping[str, Any]] = None) -> bool:
+        """Whether this server lets clients add studies (``--conf datastore_writes true``; ``/info`` says so)."""
+        info = self.info() if info is None else info
+        options = ((info or {}).get("dxr") or {}).get("options") or {}
+        return bool(options.get("datastore_writes"))
+
+    def upload_study(self, study_id: str, file: str,
+                     progress: Optional[Callable[[int, int], None]] = None) -> str:
+        """``PUT /datastore/?image=<study_id>`` with ``file``: the CT becomes a study that later requests name by
+        id, so it crosses the network once. Needs a server started with ``--conf datastore_writes true`` (else
+        :class:`ServerError` 403)."""
+        if not os.path.isfile(file):
+            raise DXRClientError(f"The file to upload, {file!r}, does not exist; save the CT first.")
+        with open(file, "rb") as fp:
+            files = {"file": (upload_name(file), fp.read(), "application/octet-stream")}
+        body, ctype = encode_multipart({"params": "{}"}, files)
+        self._request("PUT", f"/datastore/?{urlencode({'image': study_id})}", body, {"Content-Type": ctype},
+                      task="datastore upload", progress=progress)
+        return study_id
 
     def drr(self, image: Optional[str] = None, file: Optional[str] = None, **params: Any) -> InferResult:
         """CT -> DRR (params: view, size, kvp, nodules, seed, ... see monailabel_app/lib/infers/drr.py)."""
@@ -322,6 +400,15 @@ class DXRClient:
         with os.fdopen(fd, "wb") as fp:
             fp.write(data)
         return path
+
+
+def file_digest(path: str, chunk: int = 1 << 22) -> str:
+    """SHA-1 of a file's bytes (hex): names an uploaded CT by its content, so the same CT is uploaded once."""
+    h = hashlib.sha1()
+    with open(path, "rb") as fp:
+        for block in iter(lambda: fp.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def drop_none(params: Mapping[str, Any]) -> Dict[str, Any]:
