@@ -77,7 +77,7 @@ class FakeWidget:
 
     def emit(self, signal, *args):
         for slot in list(self._slots.get(signal, [])):
-            slot(*args)
+            slot(*args[:_arity(slot, len(args))])
 
     def property(self, name):
         return self._dynamic.get(name)
@@ -152,6 +152,19 @@ class FakeWidget:
             object.__setattr__(self, "value", value)
         else:
             object.__setattr__(self, "text", value)
+
+
+def _arity(slot, n):
+    """How many of a signal's n arguments a Python slot takes (PythonQt drops the ones it does not)."""
+    import inspect
+
+    try:
+        params = inspect.signature(slot).parameters.values()
+    except (TypeError, ValueError):
+        return n
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return n
+    return min(n, sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)))
 
 
 def _prop_value(el):
@@ -377,6 +390,7 @@ class FakeSlicer:
 
     def __init__(self, monkeypatch, slicer_core):
         self.calls: List[tuple] = []
+        self.widgets: List[Any] = []
         self.timers: List[FakeTimer] = []
         self.fired: List[int] = []
         self.errors: List[str] = []
@@ -508,7 +522,13 @@ class FakeSlicer:
     def widget(self):
         w = self.module.DiffusionXRayWidget()
         w.setup()
+        self.widgets.append(w)
         return w
+
+    def close(self):
+        """As the application does on exit: every widget's cleanup() (observers removed, requests cancelled)."""
+        for w in self.widgets:
+            w.cleanup()
 
     def timer(self) -> FakeTimer:
         return self.timers[-1]
