@@ -381,7 +381,8 @@ class DiffusionXRayLogic(ScriptedLoadableModuleLogic):
         """Request parameters for ``task`` (``drr`` ignores the enhancement ones; "radiograph" has only those)."""
         if task == "radiograph":
             return {"sampler": sampler, "steps": int(steps), "scale": float(scale), "seed": int(seed)}
-        params = {"view": view, "size": int(size), "kvp": float(kvp), "nodules": int(nodules), "seed": int(seed)}
+        size = [int(v) for v in size] if isinstance(size, (list, tuple)) else int(size)  # N or [rows, cols]
+        params = {"view": view, "size": size, "kvp": float(kvp), "nodules": int(nodules), "seed": int(seed)}
         if task == TASK_ENHANCE:
             params.update({"sampler": sampler, "steps": int(steps), "scale": float(scale)})
         params.update({k: v for k, v in extra.items() if v is not None})

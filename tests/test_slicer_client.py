@@ -18,6 +18,8 @@ sitk = pytest.importorskip("SimpleITK")
 
 from monailabel_server import ROOT, MonaiLabelServer, free_port  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 sys.path.insert(0, str(ROOT / "slicer_extension"))
 from DiffusionXRayLib import (  # noqa: E402
     DXRClient,
@@ -202,3 +204,125 @@ def test_client_side_errors_need_no_server(tmp_path):
     for url in ("", "ftp://host/x"):
         with pytest.raises(DXRClientError):
             DXRClient(url)
+
+
+def test_abort_cuts_a_hanging_request_at_once():
+    """Cancel: a server that accepts and never answers; abort() from another thread ends the call in well under a
+    second with Cancelled (not a timeout, not ServerUnreachable)."""
+    import socket
+    import threading
+    import time
+
+    from DiffusionXRayLib import Cancelled
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    try:
+        c = DXRClient(f"http://127.0.0.1:{port}", timeout=60)
+        errors = []
+
+        def call():
+            try:
+                c.drr(image="phantom")
+            except Exception as err:  # noqa: BLE001
+                errors.append(err)
+
+        t = threading.Thread(target=call)
+        t.start()
+        conn, _ = srv.accept()  # the request is in flight
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        c.abort()
+        t.join(5)
+        assert not t.is_alive() and time.monotonic() - t0 < 1.0
+        assert len(errors) == 1 and isinstance(errors[0], Cancelled), errors
+        conn.close()
+    finally:
+        srv.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the module's self-test (DiffusionXRayTest) and logic, with the Qt-free parts (tests/fake_slicer.py)
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def fake(monkeypatch):
+    try:
+        import slicer
+    except ImportError:
+        slicer = None
+    if slicer is None or not hasattr(slicer, "vtkMRMLScene"):
+        pytest.skip("PyPI slicer-core (Qt-free MRML) is not installed; the self-test needs its MRML layer")
+    from fake_slicer import FakeSlicer
+
+    f = FakeSlicer(monkeypatch, slicer)
+    yield f
+    f.close()
+
+
+def test_module_self_test_against_the_server(server, fake, monkeypatch):
+    monkeypatch.setenv("DIFFUSIONXRAY_SERVER_URL", server.url)
+    test = fake.module.DiffusionXRayTest()
+    test.runTest()
+    if test.skipped:
+        pytest.skip(f"DiffusionXRayTest skipped its server round trip: {test.skipped[0]}")
+    assert "Server round trip passed" in fake.displays and "Geometry glue passed" in fake.displays
+    assert fake.processEvents > 0  # the blocking helper kept the (fake) application's events flowing
+
+
+def test_module_self_test_skips_with_its_reason_without_a_server(fake, monkeypatch):
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("DIFFUSIONXRAY_SERVER_URL", url)
+    test = fake.module.DiffusionXRayTest()
+    test.runTest()  # does not raise
+    assert len(test.skipped) == 1 and f"no DiffusionXRay server reachable at {url}" in test.skipped[0]
+    assert any(d.startswith("Skipped the server round trip: ") for d in fake.displays)
+    assert "Geometry glue passed" in fake.displays
+    monkeypatch.delenv("DIFFUSIONXRAY_SERVER_URL")
+    test = fake.module.DiffusionXRayTest()
+    test.runTest()
+    assert "set DIFFUSIONXRAY_SERVER_URL" in test.skipped[0]
+
+
+def test_ct_is_uploaded_once_to_a_writable_datastore(studies, tmp_path_factory, fake, monkeypatch):
+    """With `--conf datastore_writes true` the CT becomes a study (named by its content) on the first request and is
+    only named by id afterwards; the result is kept as a label of that study."""
+    import numpy as np
+
+    work = tmp_path_factory.mktemp("slicer_server_rw")
+    srv = MonaiLabelServer(studies, work, conf={"device": "cpu", "model_dir": str(work / "model"),
+                                                "max_size": "256", "datastore_writes": "true"})
+    srv.start()
+    try:
+        mod = fake.module
+        uploads = []
+        real_upload = DXRClient.upload_study
+
+        def counting(self, study_id, file, progress=None):
+            uploads.append(study_id)
+            return real_upload(self, study_id, file, progress)
+
+        monkeypatch.setattr(DXRClient, "upload_study", counting)
+        img = sitk.ReadImage(str(studies / "phantom.nrrd"))
+        arr = sitk.GetArrayFromImage(img)  # the voxels exactly as the study holds them
+        m = np.eye(4)
+        m[:3, :3] = np.asarray(img.GetDirection()).reshape(3, 3) * np.asarray(img.GetSpacing())[None, :]
+        m[:3, 3] = img.GetOrigin()
+        ct = fake.slicer.util.addVolumeFromArray(arr, ijkToRAS=np.diag([-1.0, -1.0, 1.0, 1.0]) @ m, name="CT")
+        logic = mod.DiffusionXRayLogic(srv.url)
+        outs = [logic.generate("drr", ctNode=ct, params=logic.parameters("drr", size=[24, 32]), timeout=120)
+                for _ in range(2)]
+        assert [o["sent"] for o in outs] == ["datastore", "datastore"]
+        assert len(uploads) == 1 and uploads[0].startswith("slicer_ct_") and logic.ctCache.writes == 1
+        assert uploads[0] in DXRClient(srv.url).studies()
+        assert outs[0]["result"].get("saved_as", {}).get("label") == uploads[0]
+        # the same pixels as the study the CT came from
+        ref = DXRClient(srv.url).drr(image="phantom", size=[24, 32])
+        try:
+            np.testing.assert_allclose(fake.slicer.util.arrayFromVolume(outs[1]["volume"])[0],
+                                       sitk.GetArrayFromImage(sitk.ReadImage(ref.image_path)), atol=1e-5)
+        finally:
+            ref.cleanup()
+    finally:
+        srv.stop()
