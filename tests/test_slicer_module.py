@@ -171,9 +171,8 @@ def test_module_metadata_and_template(fake):
     w = fake.widget()
     # the .ui file was loaded and put into the panel; the scene-close observers are installed
     assert len(w.layout.widgets) == 1 and w.ui.drrButton.text == "Generate DRR"
-    events = {e for obs in w.Observations for e in [obs[1]]} if hasattr(w, "Observations") else None
-    if events is not None:
-        assert {fake.scene.StartCloseEvent, fake.scene.EndCloseEvent} <= events
+    assert w.hasObserver(fake.scene, fake.scene.StartCloseEvent, w.onSceneStartClose)
+    assert w.hasObserver(fake.scene, fake.scene.EndCloseEvent, w.onSceneEndClose)
     assert w.ui.progressBar.visible is False and w.ui.cancelButton.visible is False
     assert not w.ui.drrButton.enabled  # no CT yet
     _ct(fake)
