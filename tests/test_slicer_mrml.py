@@ -362,3 +362,36 @@ def test_enhanced_radiograph_keeps_the_input_plane():
     np.testing.assert_allclose(corner(out, -0.5, -0.5), corner(m, -0.5, -0.5))
     np.testing.assert_allclose(corner(out, 19.5, 15.5), corner(m, 9.5, 7.5))
     np.testing.assert_allclose(out[:3, :2], m[:3, :2] / 2)
+
+
+def test_non_linear_parent_transform_is_hardened_on_a_temporary_copy(scene, slicer_core, monkeypatch):
+    """A non-linear (thin-plate spline) parent transform is hardened on a copy (resampled by Slicer's transform
+    logic); the copy is removed, the node keeps its transform, and the sent volume sits where it is shown."""
+    import vtk
+
+    from DiffusionXRayLib import snapshot_volume
+
+    monkeypatch.setattr(slicer_core, "mrmlScene", scene, raising=False)  # addVolumeFromArray adds to it
+    hu = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    ct = slicer_core.util.addVolumeFromArray(hu, ijkToRAS=np.diag([2.0, 2.0, 2.0, 1.0]), name="CT")
+    t = scene.AddNewNodeByClass("vtkMRMLTransformNode")
+    tps = vtk.vtkThinPlateSplineTransform()
+    src, dst = vtk.vtkPoints(), vtk.vtkPoints()
+    for p in [(0, 0, 0), (10, 0, 0), (0, 10, 0), (0, 0, 10), (10, 10, 10)]:
+        src.InsertNextPoint(*p)
+        dst.InsertNextPoint(p[0] + 1.5, p[1], p[2])  # a shift of 1.5 mm to the right, given as a non-linear warp
+    tps.SetSourceLandmarks(src)
+    tps.SetTargetLandmarks(dst)
+    tps.SetBasisToR()
+    t.SetAndObserveTransformToParent(tps)
+    ct.SetAndObserveTransformNodeID(t.GetID())
+    assert not t.IsTransformToWorldLinear()
+    n_nodes = scene.GetNumberOfNodes()
+    snap = snapshot_volume(scene, ct)
+    assert scene.GetNumberOfNodes() == n_nodes and ct.GetTransformNodeID() == t.GetID()
+    np.testing.assert_allclose(_ijk_to_ras(ct), np.diag([2.0, 2.0, 2.0, 1.0]))  # the node is untouched
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ snap.ijk_to_lps
+    # the voxels' world position: where the warp moved them (1.5 mm to the right)
+    world_of_first = ras @ [0, 0, 0, 1]
+    np.testing.assert_allclose(world_of_first[:3], [1.5, 0.0, 0.0], atol=0.2)
+    np.testing.assert_allclose(snap.array, hu, atol=1e-3 * hu.max())
