@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import qt
 import slicer
@@ -50,7 +50,6 @@ from DiffusionXRayLib import (
     run_request,
     snapshot_volume,
 )
-from DiffusionXRayLib.scene import ijk_to_ras_of
 
 SETTINGS_URL_KEY = "DiffusionXRay/serverURL"
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000"

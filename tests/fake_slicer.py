@@ -20,7 +20,7 @@ import typing
 import unittest
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 EXT = ROOT / "slicer_extension"

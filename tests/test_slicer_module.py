@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -181,6 +180,26 @@ def test_module_metadata_and_template(fake):
     assert w.ui.drrButton.enabled
     w.exit()
     w.cleanup()
+
+
+def test_logic_parameters_and_refusals(fake):
+    logic = fake.module.DiffusionXRayLogic("http://127.0.0.1:1")
+    assert logic.client().server_url == "http://127.0.0.1:1"
+    assert logic.parameters("drr", view="lateral", size=256, kvp=110, nodules=3, seed=7, steps=5) == {
+        "view": "lateral", "size": 256, "kvp": 110.0, "nodules": 3, "seed": 7}
+    assert logic.parameters("drr", size=(24, 32))["size"] == [24, 32]
+    p = logic.parameters("drr_enhance", sampler="ddim", steps=5, scale=2, nodule_size=None)
+    assert p["sampler"] == "ddim" and p["steps"] == 5 and p["scale"] == 2.0 and "nodule_size" not in p
+    assert set(logic.parameters("radiograph")) == {"sampler", "steps", "scale", "seed"}
+    with pytest.raises(ValueError):
+        logic.startRequest("segment", study="x")
+    with pytest.raises(fake.module.DXRClientError, match="Select a CT volume"):
+        logic.startRequest("drr")
+    xr = fake.slicer.util.addVolumeFromArray(np.zeros((1, 4, 4), np.float32), name="CR")
+    with pytest.raises(fake.module.DXRClientError, match="not a 3-D CT"):
+        logic.startRequest("drr", ctNode=xr)
+    with pytest.raises(fake.module.DXRClientError, match="not a 2-D radiograph"):
+        logic.startEnhanceRadiograph(_ct(fake))
 
 
 def test_options_round_trip_through_the_parameter_node(fake, slicer_core, monkeypatch):
