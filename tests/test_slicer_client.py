@@ -326,3 +326,28 @@ def test_ct_is_uploaded_once_to_a_writable_datastore(studies, tmp_path_factory, 
             ref.cleanup()
     finally:
         srv.stop()
+
+
+def test_enhance_a_radiograph_from_the_scene(server, fake, tiny_ddpm_hq_model):
+    """'Enhance this radiograph': a 2-D volume node (a CR as loaded from DICOM: uint16 pixels) is sent as a 2-D
+    image and the enhanced film comes back placed on the input's plane (same corners, half the pixel spacing)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((1, 24, 32)) * 4000).astype(np.uint16)
+    ijk = np.array([[-0.7, 0, 0, 120.0], [0, 0, -0.7, 40.0], [0, -1.0, 0, -200.0], [0, 0, 0, 1]])  # a coronal film
+    cr = fake.slicer.util.addVolumeFromArray(pixels, ijkToRAS=ijk, name="CR")
+    logic = fake.module.DiffusionXRayLogic(server.url)
+    out = logic.enhanceRadiograph(cr, logic.parameters("radiograph", steps=2, scale=2, seed=1), timeout=120)
+    film = out["volume"]
+    assert film.GetName() == "Enhanced CR" and film.GetImageData().GetDimensions() == (64, 48, 1)
+    assert out["sent"] == "upload" and out["result"]["image"]["size"] == [48, 64]
+    m = np.eye(4)
+    d = [[0.0] * 3 for _ in range(3)]
+    film.GetIJKToRASDirections(d)
+    m[:3, :3] = np.asarray(d) * np.asarray(film.GetSpacing())[None, :]
+    m[:3, 3] = film.GetOrigin()
+    np.testing.assert_allclose(m[:3, :2], ijk[:3, :2] / 2, atol=1e-9)
+    np.testing.assert_allclose(m @ [-0.5, -0.5, 0, 1], ijk @ [-0.5, -0.5, 0, 1], atol=1e-9)  # same corner
+    arr = fake.slicer.util.arrayFromVolume(film)
+    assert np.isfinite(arr).all() and arr.std() > 0
