@@ -14,7 +14,14 @@ sqrt(sigma_anatomy^2 + sigma_quantum^2): sigma_anatomy is the standard deviation
 3 mm Gaussian blur) noise-free line integral of the background, in image units (divided by the window width),
 in a 40 mm (at the isocentre) window around the nodule; sigma_quantum
 = 1/sqrt(N T) in -ln I units scaled by the window, with N the DRR's photons per pixel (or a reference 5e4 when the
-DRR is noise-free) and T the local transmission.
+DRR is noise-free) and T the local transmission. This CNR is kept for compatibility; the visibility measure to use
+is ``detectability``: the d' of a non-prewhitening matched-filter model observer (ICRU Report 54; Burgess 1994)
+whose template is the nodule's own expected projected signal and whose noise power spectrum is that of the local
+background (anatomical structure) plus quantum noise (:func:`detectability`, :mod:`dxr_core.nodules.observer`).
+
+Each label also records ``location`` (intraparenchymal / juxtapleural / perifissural / unspecified) and
+``overlaps`` (indices of the other labels of the same image whose bbox shares a pixel; random placement avoids
+them by default, see :func:`dxr_core.nodules.models.random_nodules`).
 """
 from __future__ import annotations
 
@@ -166,8 +173,40 @@ def visibility(drr_before, drr_after, mask_box, box, geometry) -> dict:
     t = float(np.exp(-np.clip(w, 0, 50)).mean())
     sigma_q = 1.0 / np.sqrt(max(n0 * t, 1e-9)) / (hi - lo)
     noise = float(np.sqrt(sigma_anat**2 + sigma_q**2))
-    return {"contrast": contrast, "noise": noise, "sigma_anatomy": sigma_anat, "sigma_quantum": float(sigma_q),
-            "visibility": contrast / noise if noise > 0 else 0.0}
+    out = {"contrast": contrast, "noise": noise, "sigma_anatomy": sigma_anat, "sigma_quantum": float(sigma_q),
+           "visibility": contrast / noise if noise > 0 else 0.0}
+    out.update(detectability(drr_before, drr_after, tb, float(sigma_q), geometry))
+    return out
+
+
+ROI_MM = 64.0  # side of the detectability region at the isocentre (a 30 mm nodule fits twice, magnified)
+
+
+def detectability(drr_before, drr_after, mask_bbox, sigma_quantum: float, geometry=None) -> dict:
+    """NPW model-observer d' of one nodule (:mod:`dxr_core.nodules.observer`): template = the nodule's expected
+    (noise-free) change of the line integrals in image units over a square region of side
+    ``ROI_MM`` (see below) centred on it; NPS = the anatomical background of the
+    same region without the nodule (detrended, Hann-windowed periodogram) + white quantum noise ``sigma_quantum``.
+    The region is ``ROI_MM`` at the isocentre (magnified to the detector), or twice the projected nodule's larger
+    side + 8 pixels if that is more, so the NPS of every nodule size is estimated on the same background."""
+    from dxr_core.nodules.observer import background_nps, npw_dprime
+
+    r0, r1, c0, c1 = mask_bbox
+    rows, cols = drr_before.line_integral.shape
+    geometry = drr_before.geometry if geometry is None else geometry
+    mag = geometry.sid_mm / geometry.sad_mm
+    px = float(np.mean(geometry.pixel_spacing_mm))
+    side = int(max(round(ROI_MM * mag / px), 2 * max(r1 - r0, c1 - c0) + 8, 16))
+    cr, cc = (r0 + r1) // 2, (c0 + c1) // 2
+    a0, a1 = max(cr - side // 2, 0), min(cr - side // 2 + side, rows)
+    b0, b1 = max(cc - side // 2, 0), min(cc - side // 2 + side, cols)
+    lo, hi = drr_before.physics.window
+    before = np.asarray(drr_before.line_integral[a0:a1, b0:b1], dtype=np.float64) / (hi - lo)
+    sig = np.asarray(drr_after.line_integral[a0:a1, b0:b1], dtype=np.float64) / (hi - lo) - before
+    if min(before.shape) < 8:
+        return {"detectability": 0.0, "detectability_roi_px": [int(a0), int(a1), int(b0), int(b1)]}
+    d = npw_dprime(sig, background_nps(before), sigma_white=sigma_quantum)
+    return {"detectability": float(d), "detectability_roi_px": [int(a0), int(a1), int(b0), int(b1)]}
 
 
 def add_nodules_to_drr(drr, volume: Volume, nodules: Sequence[Nodule], seed: int | None = None,
@@ -217,10 +256,19 @@ def _add_nodules(drr, volume, nodules, seed, device):
                                 "visibility": (t4 - t3) * 1e3}
         labels.append(lab)
         cur = after
+    for i, lab in enumerate(labels):
+        lab["overlaps"] = [j for j, other in enumerate(labels) if j != i and _bbox_overlap(lab["bbox"], other["bbox"])]
     cur.meta = dict(cur.meta)
     cur.meta["nodules"] = [dict(n.to_dict()) for n in nodules]
     vol.meta["nodules"] = [n.to_dict() for n in nodules]
     return cur, vol, labels
+
+
+def _bbox_overlap(a, b) -> bool:
+    """COCO [x, y, w, h] boxes share at least one pixel."""
+    if a[2] <= 0 or a[3] <= 0 or b[2] <= 0 or b[3] <= 0:
+        return False
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 def _label(nod: Nodule, mask_box: np.ndarray, box, geometry, P=None) -> dict:
@@ -246,6 +294,7 @@ def _label(nod: Nodule, mask_box: np.ndarray, box, geometry, P=None) -> dict:
         "shape": nod.shape,
         "hu": float(nod.hu),
         "seed": int(nod.seed),
+        "location": nod.location,
         "in_image": bool(len(ys) > 0),
     }
 
@@ -266,7 +315,9 @@ def to_coco(images: Sequence[tuple[str, Any, Sequence[dict]]]) -> dict:
         "info": {"description": "DiffusionXRay synthetic lung nodules", "version": "1.0",
                  "conventions": "bbox COCO [x,y,w,h], pixel (r,c) covers [c,c+1)x[r,r+1); centre_px (col,row) from "
                                 "the projection matrix with pixel centres at integers; centre_lps in mm (DICOM LPS); "
-                                "visibility = contrast-to-noise ratio"},
+                                "visibility = contrast-to-noise ratio; detectability = d' of a non-prewhitening "
+                                "model observer (template = the nodule's signal, NPS of the local background); "
+                                "overlaps = indices of this image's other labels whose bbox shares a pixel"},
         "images": out_images,
         "annotations": anns,
         "categories": [{"id": i, "name": k, "supercategory": "nodule"} for k, i in CATEGORY_IDS.items()],
