@@ -470,7 +470,7 @@ class DiffusionXRayLogic(ScriptedLoadableModuleLogic):
         if want == "radiograph" and (dims[2] != 1 or min(dims[:2]) < 2):
             raise DXRClientError(_("The selected volume is {x} x {y} x {z} voxels, not a 2-D radiograph; select a "
                                    "single-slice image (CR/DX).").format(x=dims[0], y=dims[1], z=dims[2]))
-        return snapshot_volume(slicer.mrmlScene, node)
+        return snapshot_volume(slicer.mrmlScene, node, cache=self.ctCache)
 
     def finishRequest(self, job, show=True):
         """Main thread: load a finished job's answer into the scene (film, nodule point lists, segmentation, matched

@@ -248,7 +248,12 @@ def test_options_round_trip_through_the_parameter_node(fake, slicer_core, monkey
             assert widget.widgetValue() == expected, name
 
 
-def test_request_runs_off_the_gui_thread_with_progress(fake, client_cls):
+def test_request_runs_off_the_gui_thread_with_progress(fake, client_cls, monkeypatch):
+    import DiffusionXRayLib.scene as scene_mod
+
+    copies = []
+    real_array_of = scene_mod._array_of
+    monkeypatch.setattr(scene_mod, "_array_of", lambda node: copies.append(node.GetName()) or real_array_of(node))
     w = fake.widget()
     ct = _ct(fake)
     w.ui.inputVolumeSelector.userSet(ct)
@@ -280,12 +285,13 @@ def test_request_runs_off_the_gui_thread_with_progress(fake, client_cls):
     client2.release.set()
     fake.poll_until(w, lambda: not w.pollTimer.isActive())
     assert client2.calls[0]["file"] == call["file"] and w.logic.ctCache.writes == 1
+    assert copies == ["SyntheticCT"]  # the voxels were copied (on the GUI thread) for the first request only
     ct.GetImageData().Modified()
     w.ui.drrButton.click()
     client3 = _last_client()
     client3.release.set()
     fake.poll_until(w, lambda: not w.pollTimer.isActive())
-    assert w.logic.ctCache.writes == 2 and not fake.errors
+    assert w.logic.ctCache.writes == 2 and copies == ["SyntheticCT"] * 2 and not fake.errors
 
 
 def test_cancel_stops_the_request(fake, client_cls):

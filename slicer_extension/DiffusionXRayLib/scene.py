@@ -177,14 +177,25 @@ def version_key(node, ijk_to_ras_world) -> tuple:
             tuple(np.round(np.asarray(ijk_to_ras_world, dtype=np.float64).ravel(), 9).tolist()))
 
 
-def snapshot_volume(scene, node):
+def snapshot_volume(scene, node, cache=None):
     """A :class:`VolumeSnapshot` of a CT (or 2-D radiograph) volume node for the worker thread: a copy of its voxels
-    and IJK -> LPS in world coordinates (parent transforms hardened on a copy, the copy removed again)."""
+    and IJK -> LPS in world coordinates (parent transforms hardened on a copy, the copy removed again).
+
+    With ``cache`` (a ``CTFileCache``) holding a file for this version of the node, no voxels are copied (the
+    snapshot's ``array`` is None): a second request on an unchanged CT costs nothing on the main thread."""
     from .geometry import LPS_TO_RAS_4
     from .tasks import VolumeSnapshot
 
     if node is None or node.GetImageData() is None:
         raise RuntimeError("The selected volume has no image data; load a CT (or a radiograph) first.")
+    parent = node.GetParentTransformNode() if hasattr(node, "GetParentTransformNode") else None
+    if cache is not None and (parent is None or parent.IsTransformToWorldLinear()):
+        m, _none = volume_world_ijk_to_ras(scene, node)  # linear: no copy, no resampling
+        key = version_key(node, m)
+        if cache.entry(node.GetID(), key) is not None:
+            dims = node.GetImageData().GetDimensions()
+            return VolumeSnapshot(node.GetID(), node.GetName(), None, LPS_TO_RAS_4 @ m, key=key,
+                                  kind="radiograph" if dims[2] == 1 else "ct")
     m, copy = volume_world_ijk_to_ras(scene, node)
     try:
         source = copy if copy is not None else node

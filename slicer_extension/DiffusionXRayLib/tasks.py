@@ -30,9 +30,11 @@ class VolumeSnapshot:
     def __init__(self, node_id: str, name: str, array: np.ndarray, ijk_to_lps: np.ndarray, key: Any = None,
                  kind: Optional[str] = None):
         self.node_id, self.name = node_id, name
-        self.array = np.asarray(array)
+        self.array = None if array is None else np.asarray(array)  # None: the cache already has the file
         self.ijk_to_lps = np.asarray(ijk_to_lps, dtype=np.float64)
         self.key = key if key is not None else (node_id,)
+        if kind is None and self.array is None:
+            raise ValueError("a snapshot without voxels must say its kind")
         self.kind = kind or ("radiograph" if self.array.ndim == 2 or self.array.shape[0] == 1 else "ct")
 
 
@@ -95,9 +97,13 @@ def run_request(job: BackgroundJob, client: DXRClient, task: str, params: Mappin
     cache = cache if cache is not None else CTFileCache()
     what = "CT" if snapshot.kind == "ct" else "radiograph"
     job.report(f"Writing the {what}", None)
-    entry = cache.file_for(snapshot.node_id, snapshot.key,
-                           lambda p: write_nrrd(p, snapshot.array, snapshot.ijk_to_lps, check=job.check,
-                                                two_d=snapshot.kind == "radiograph"))
+    def write(path: str) -> str:
+        if snapshot.array is None:  # the cached file went away since the snapshot was taken
+            raise DXRClientError(f"The {what} file prepared for this request was removed; run the request again.")
+        return write_nrrd(path, snapshot.array, snapshot.ijk_to_lps, check=job.check,
+                          two_d=snapshot.kind == "radiograph")
+
+    entry = cache.file_for(snapshot.node_id, snapshot.key, write)
     job.check()
 
     def upload_progress(sent: int, total: int) -> None:
