@@ -480,6 +480,7 @@ def check_inside_lung(nodule: Nodule, dist: LungDistance) -> None:
 # frontal views for which random placement keeps the 2-D boxes apart: parallel, PA and AP at SAD >= this
 _FRONTAL_SAD_MM = 900.0
 _BOX_MARGIN_MM = 2.0
+POSITIONS_PER_SIZE = 20
 
 
 def _frontal_boxes(volume: Volume, c: np.ndarray, R: float) -> np.ndarray:
@@ -562,7 +563,7 @@ def random_nodules(
     location: str | Sequence[str] = "random",
     avoid_overlap: bool = True,
     geometry=None,
-    max_attempts: int = 200,
+    max_attempts: int = 1000,
 ) -> list[Nodule]:
     """``n`` nodules at random (seeded) places inside the lungs, none crossing the pleura or another nodule.
 
@@ -596,23 +597,25 @@ def random_nodules(
         loc = locs[int(rng.choice(len(locs), p=loc_w))]
         pairs, w = _choices(kinds, shapes, loc)
         kind, shape = pairs[int(rng.choice(len(pairs), p=w))]
-        for _attempt in range(max_attempts):
-            d = float(np.exp(rng.uniform(np.log(lo_d), np.log(hi_d))))
-            if kind == "calcified":
-                d = min(d, 12.0) if lo_d <= 12.0 else d
-            if loc == "perifissural":
-                d = min(d, PERIFISSURAL_MAX_D) if lo_d <= PERIFISSURAL_MAX_D else d
-            probe = Nodule(kind=kind, diameter_mm=d, shape=shape, seed=int(rng.integers(2**31)))
-            body = probe.body_extent_mm
-            if loc == "intraparenchymal":
-                ok = dist.dist >= body + CLEAR_GAP_MM
-                ok &= dist.fissure_dist >= body + CLEAR_GAP_MM
-            elif loc == "juxtapleural":
-                ok = (dist.dist >= body) & (dist.dist <= body + CONTACT_GAP_MM)
-            else:
-                fd = dist.fissure_dist
-                ok = (dist.dist >= body + 1.0) & (fd >= body) & (fd <= body + CONTACT_GAP_MM)
-            cells = np.argwhere(ok)
+        cells = None
+        for attempt in range(max_attempts):
+            if attempt % POSITIONS_PER_SIZE == 0:  # a new size (and shape seed) every few positions
+                d = float(np.exp(rng.uniform(np.log(lo_d), np.log(hi_d))))
+                if kind == "calcified":
+                    d = min(d, 12.0) if lo_d <= 12.0 else d
+                if loc == "perifissural":
+                    d = min(d, PERIFISSURAL_MAX_D) if lo_d <= PERIFISSURAL_MAX_D else d
+                probe = Nodule(kind=kind, diameter_mm=d, shape=shape, seed=int(rng.integers(2**31)))
+                body = probe.body_extent_mm
+                if loc == "intraparenchymal":
+                    ok = dist.dist >= body + CLEAR_GAP_MM
+                    ok &= dist.fissure_dist >= body + CLEAR_GAP_MM
+                elif loc == "juxtapleural":
+                    ok = (dist.dist >= body) & (dist.dist <= body + CONTACT_GAP_MM)
+                else:
+                    fd = dist.fissure_dist
+                    ok = (dist.dist >= body + 1.0) & (fd >= body) & (fd <= body + CONTACT_GAP_MM)
+                cells = np.argwhere(ok)
             if len(cells) == 0:
                 rejected["no_room"] += 1
                 continue
