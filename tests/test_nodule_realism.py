@@ -324,3 +324,21 @@ def test_detectability_grows_with_size_and_density_on_the_real_ct(ct, lung):
     ggo = lab(kind="ggo", diameter_mm=10.0)
     assert 0 < ggo["detectability"] < by_d[1]["detectability"]
     assert lab(kind="calcified", diameter_mm=10.0)["detectability"] > by_d[1]["detectability"]
+
+
+def test_dxr_drr_nodule_location_overlap_and_impossible_pair(tmp_path, capsys):
+    import json
+
+    from dxr_core.cli import main
+
+    out = tmp_path / "o"
+    base = ["drr", "--ct", str(SAMPLE), "--out", str(out), "--size", "96", "--formats", "png,json", "--nodules", "3"]
+    assert main(base + ["--nodule-location", "juxtapleural", "--nodule-overlap"]) == 0
+    coco = json.loads((out / "lidc_0006_ct_4mm.coco.json").read_text())
+    assert [a["location"] for a in coco["annotations"]] == ["juxtapleural"] * 3
+    assert all("detectability" in a and "overlaps" in a for a in coco["annotations"])
+    side = json.loads((out / "lidc_0006_ct_4mm.json").read_text())
+    assert all(n["location"] == "juxtapleural" for n in side["nodules"])
+    capsys.readouterr()
+    assert main(base + ["--nodule-kinds", "ggo", "--nodule-shapes", "spiculated", "--force"]) == 2
+    assert "not spiculated" in capsys.readouterr().err

@@ -50,6 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--nodule-diameter", type=_pair, default=(6.0, 20.0), metavar="MIN,MAX",
                    help="diameter range in mm, within 3-30 (default 6,20)")
     g.add_argument("--nodule-seed", type=int, default=None, help="placement seed (default: the render seed)")
+    g.add_argument("--nodule-location", default="random",
+                   choices=("random", "intraparenchymal", "juxtapleural", "perifissural"),
+                   help="where random nodules sit: random (literature mix 50/30/20 %%, docs/nodules.md) or one place")
+    g.add_argument("--nodule-overlap", action="store_true",
+                   help="allow the 2-D boxes of random nodules to overlap (default: re-drawn until they do not)")
 
 
 def _active(args) -> bool:
@@ -59,9 +64,15 @@ def _active(args) -> bool:
 def settings(args) -> dict:
     if not _active(args):
         return {}
-    return {"nodules": {"n": int(args.nodules), "at": [list(p) for p in (args.nodule_at or [])],
-                        "kinds": args.nodule_kinds, "shapes": args.nodule_shapes,
-                        "diameter_mm": list(args.nodule_diameter), "seed": args.nodule_seed}}
+    out = {"n": int(args.nodules), "at": [list(p) for p in (args.nodule_at or [])],
+           "kinds": args.nodule_kinds, "shapes": args.nodule_shapes,
+           "diameter_mm": list(args.nodule_diameter), "seed": args.nodule_seed}
+    # recorded only when not the default, so default requests read the same as the server's
+    if getattr(args, "nodule_location", "random") != "random":
+        out["location"] = args.nodule_location
+    if getattr(args, "nodule_overlap", False):
+        out["allow_overlap"] = True
+    return {"nodules": out}
 
 
 def expected_outputs(args, out_dir: Path, stem: str) -> list[Path]:
@@ -99,7 +110,9 @@ def after_render(job) -> None:
         check_inside_lung(n, lung)
         nods.append(n)
     nods += random_nodules(job.volume, int(args.nodules), seed=seed, kinds=args.nodule_kinds,
-                           shapes=args.nodule_shapes, diameter_range=tuple(args.nodule_diameter), lung=lung)
+                           shapes=args.nodule_shapes, diameter_range=tuple(args.nodule_diameter), lung=lung,
+                           location=getattr(args, "nodule_location", "random"),
+                           avoid_overlap=not getattr(args, "nodule_overlap", False))
     drr, _vol, labels = add_nodules_to_drr(job.drr, job.volume, nods, seed=job.seed)
     job.drr = drr
     path = Path(job.out_dir) / f"{job.stem}.coco.json"
