@@ -1,13 +1,59 @@
-"""Learned degradations (MUNIT-LQ, DDPM-LQ): the interface exists; the trained models are not shipped yet."""
+"""Learned degradations: MUNIT-LQ (a shipped or given model), DDPM-LQ (not shipped yet)."""
 from __future__ import annotations
+
+import functools
+from pathlib import Path
 
 from dxr_core.errors import ModelError
 
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
-def munit(image, out_shape, rng, *, model: str | None = None):
-    """MUNIT-LQ (unpaired image-to-image translation HQ -> DRR-like LQ; Huang et al., ECCV 2018)."""
-    raise ModelError("The MUNIT-LQ degradation model is not shipped yet (its training is still to come); use "
-                     "--method high_order or --method acquisition for now.")
+
+def shipped_munit_model() -> Path | None:
+    """The shipped MUNIT-LQ model (``dxr_core/weights/munit_lq_*.pt``, with its ``.md`` model card), or None."""
+    found = sorted(p for p in WEIGHTS_DIR.glob("munit_lq_*.pt") if p.with_suffix(".md").is_file())
+    return found[0] if found else None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_munit(path: str, mtime: float):
+    from dxr_core.models.munit import MunitTranslator
+
+    return MunitTranslator.load(path)
+
+
+def munit(image, out_shape, rng, *, model: str | None = None, style_from: str | None = None):
+    """MUNIT-LQ (unpaired image-to-image translation HQ -> DRR-like LQ; Huang et al., ECCV 2018).
+
+    The HQ content code is decoded with an LQ style drawn from the style prior N(0, I) (seeded by ``degrade``'s
+    seed), or encoded from the DRR file ``style_from``. ``model``: a ``RUN/model.pt`` written by
+    ``dxr train munit-lq`` (default: the shipped model). The translation runs on the model's training grid and is
+    resized to the LQ shape.
+    """
+    if model is None:
+        shipped = shipped_munit_model()
+        if shipped is None:
+            raise ModelError("The MUNIT-LQ degradation model is not shipped yet (its training is still to come); "
+                             "train one with `dxr train munit-lq` and pass --option model=RUN/model.pt, or use "
+                             "--method high_order or --method acquisition for now.")
+        path = shipped
+    else:
+        path = Path(model).expanduser()
+        if path.is_dir():
+            path = path / "model.pt"
+        if not path.is_file():
+            raise ModelError(f"No MUNIT-LQ model at {str(path)!r}; give --option model=RUN/model.pt written by "
+                             "`dxr train munit-lq`.")
+    tr = _load_munit(str(path), path.stat().st_mtime)
+    style = None
+    if style_from is not None:
+        from dxr_core.io.radiograph import read_radiograph
+
+        style = read_radiograph(Path(style_from).expanduser())[0]
+    seed = int(rng.integers(2 ** 31 - 1))
+    out = tr.translate(image, seed=seed, style_from=style, out_shape=tuple(out_shape))
+    return out, {"model": str(path), "style": "encoded from " + str(style_from) if style is not None
+                 else f"N(0, I) seed {seed}", "model_iteration": tr.meta.get("iteration")}
 
 
 def ddpm(image, out_shape, rng, *, model: str | None = None):

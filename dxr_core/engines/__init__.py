@@ -1,4 +1,26 @@
-"""dxr_core.engines: PyTorch-Ignite trainers (DDPM-HQ conditional enhancer), resumable and distributed."""
-from dxr_core.engines.ddpm_hq import TrainConfig, estimate_residual_scale, read_loss_log, train_ddpm_hq
+"""dxr_core.engines: PyTorch-Ignite trainers (DDPM-HQ conditional enhancer, MUNIT-LQ), resumable and distributed.
 
-__all__ = ["TrainConfig", "estimate_residual_scale", "read_loss_log", "train_ddpm_hq"]
+Exports resolve lazily, so ``dxr --help`` (which imports ``dxr_core.engines.commands``) does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "TrainConfig": "dxr_core.engines.ddpm_hq", "estimate_residual_scale": "dxr_core.engines.ddpm_hq",
+    "read_loss_log": "dxr_core.engines.ddpm_hq", "train_ddpm_hq": "dxr_core.engines.ddpm_hq",
+    "MunitTrainConfig": "dxr_core.engines.munit_lq", "train_munit_lq": "dxr_core.engines.munit_lq",
+    "read_munit_log": "dxr_core.engines.munit_lq", "UnpairedCrops": "dxr_core.engines.munit_lq",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dxr_core.engines' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

@@ -1,0 +1,446 @@
+"""PyTorch-Ignite trainer for MUNIT-LQ: unpaired HQ (real radiographs) <-> LQ (DRRs) translation (Huang et al. 2018).
+
+Built the way Ignite's own examples are (``create_trainer`` / ``create_evaluator``, ``Checkpoint`` + ``DiskSaver``,
+``ProgressBar``, ``ignite.distributed``: ``idist.Parallel``, ``auto_model``, ``auto_optim``) and with the house rules of
+:mod:`dxr_core.engines.ddpm_hq`:
+
+* the batch of iteration ``it`` (which HQ and LQ image, which crop) and the sampled style codes are pure functions of
+  (seed, it, rank); the learning rate is a function of ``it`` (halved every ``lr_step``); so a run killed at any time
+  and restarted continues the very same loss curve and ends with the same weights (``Checkpoint`` stores both
+  networks, both optimizers and the engine state; ``torch.load(weights_only=True)``);
+* one iteration: generators forward (one call), discriminator step on (real, detached fakes), generator step
+  (adversarial + 10 x image reconstruction + content and style reconstruction);
+* ``RUN/model.pt``: the generators + JSON config (:class:`dxr_core.models.munit.MunitTranslator`), written at every
+  validation and at the end; validation translates held-out HQ images with fixed styles and reports the spectrum
+  distance to the LQ images (:mod:`dxr_core.metrics.domain`) and the SSIM to their HQ sources (content kept).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dxr_core.errors import InputError, OptionError
+
+
+@dataclass
+class MunitTrainConfig:
+    hq: str
+    lq: str
+    out: str
+    preset: str = "cpu"
+    iters: int = 20000
+    crop: int | None = None          # None: the preset's
+    image_size: int | None = None    # None: the preset's
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    hq_manifest: str | None = None   # patient split manifest (dxr_core.data.radiographs.patient_split)
+    hq_split: str = "train"
+    val_hq: str | None = None        # held-out HQ folder for validation (default: the manifest's "val" split)
+    val_lq: str | None = None        # LQ folder for validation (default: the training LQ images)
+    val_every: int = 500
+    val_images: int = 8
+    ckpt_every: int = 100
+    n_saved: int = 2
+    log_every: int = 10
+    progress: bool = True
+    backend: str | None = None
+    nproc_per_node: int | None = None
+    stop_at: int | None = None
+    threads: int | None = None
+
+    def validate(self):
+        if self.iters < 1:
+            raise OptionError("--iters must be at least 1.")
+        if self.crop is not None and self.crop < 16:
+            raise OptionError("--crop must be at least 16 pixels.")
+        if self.backend not in (None, "gloo", "nccl"):
+            raise OptionError(f"unknown backend {self.backend!r}; use gloo (CPU) or nccl (GPU).")
+        if self.val_every < 1 or self.ckpt_every < 1:
+            raise OptionError("--val-every and --ckpt-every must be at least 1.")
+        for name in ("hq", "lq"):
+            if not Path(getattr(self, name)).expanduser().is_dir():
+                raise InputError(f"--{name} {getattr(self, name)!r} is not a folder; give a folder of "
+                                 f"{'real radiographs' if name == 'hq' else 'DRRs'}.")
+
+    def model_config(self):
+        from dxr_core.models.munit import get_munit_config
+
+        return get_munit_config(self.preset, crop=self.crop, image_size=self.image_size, batch_size=self.batch_size,
+                                lr=self.lr)
+
+
+def _iter_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+def load_images(folder: str | os.PathLike, size: int, manifest: str | None = None, split: str | None = None,
+                files: list | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """Radiographs of a folder (or of a manifest split) on a ``size`` grid (longer side, padded with air)."""
+    from dxr_core.data.radiographs import RadiographFolder
+
+    ds = RadiographFolder(folder, files=files, manifest=manifest, split=split)
+    return [_grid(ds.load(i), size) for i in range(len(ds))], [str(f) for f in ds.files]
+
+
+def _grid(img: np.ndarray, size: int) -> np.ndarray:
+    from dxr_core.data.radiographs import resize_radiograph
+
+    return resize_radiograph(img, int(size), "pad").astype(np.float32)
+
+
+class UnpairedCrops(torch.utils.data.Dataset):
+    """Index -> ``{"hq": (1, c, c), "lq": (1, c, c)}`` random crops in [-1, 1], a pure function of (seed, index)."""
+
+    def __init__(self, hq: list[np.ndarray], lq: list[np.ndarray], crop: int, seed: int = 0,
+                 length: int = 2 ** 31 - 1):
+        if not hq or not lq:
+            raise InputError("MUNIT-LQ needs images in both domains; the HQ or the LQ folder is empty.")
+        self.hq, self.lq, self.crop, self.seed, self.length = hq, lq, int(crop), int(seed), int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _crop(self, img: np.ndarray, rng) -> torch.Tensor:
+        c = self.crop
+        h, w = img.shape
+        if h < c or w < c:
+            img = np.pad(img, ((0, max(0, c - h)), (0, max(0, c - w))), mode="reflect")
+            h, w = img.shape
+        y, x = int(rng.integers(h - c + 1)), int(rng.integers(w - c + 1))
+        return torch.from_numpy(np.ascontiguousarray(img[y:y + c, x:x + c]))[None] * 2 - 1
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(index)]))
+        a = self.hq[int(rng.integers(len(self.hq)))]
+        b = self.lq[int(rng.integers(len(self.lq)))]
+        return {"hq": self._crop(a, rng), "lq": self._crop(b, rng)}
+
+
+def create_trainer(gen, dis, opt_g, opt_d, mcfg, cfg: MunitTrainConfig, device, rank: int = 0, world: int = 1):
+    """The training ``Engine``: one step = discriminator update, then generator update (see module docstring)."""
+    import ignite.distributed as idist
+    from ignite.engine import Engine
+
+    from dxr_core.models.munit import discriminator_loss, munit_losses
+
+    def train_step(engine, batch):
+        it = engine.state.iteration
+        lr = mcfg.lr * 0.5 ** ((it - 1) // mcfg.lr_step)
+        for opt in (opt_g, opt_d):
+            for grp in opt.param_groups:
+                grp["lr"] = lr
+        gen.train()
+        dis.train()
+        x_a = batch["hq"].to(device, non_blocking=True)
+        x_b = batch["lq"].to(device, non_blocking=True)
+        g = torch.Generator().manual_seed(_iter_seed(cfg.seed, it, rank, 7))
+        s_a = torch.randn(x_a.shape[0], mcfg.style_dim, generator=g).to(device)
+        s_b = torch.randn(x_b.shape[0], mcfg.style_dim, generator=g).to(device)
+        out = gen(x_a, x_b, s_a, s_b)
+        # discriminators: real vs (detached) translations, one forward for both halves
+        n = x_a.shape[0]
+        la, lb = dis(torch.cat([x_a, out["x_ba"].detach()]), torch.cat([x_b, out["x_ab"].detach()]))
+        loss_d = (discriminator_loss(mcfg, [o[:n] for o in la], [o[n:] for o in la])
+                  + discriminator_loss(mcfg, [o[:n] for o in lb], [o[n:] for o in lb]))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        # generators
+        fa, fb = dis(out["x_ba"], out["x_ab"])
+        terms = munit_losses(mcfg, x_a, x_b, out, logits_ab=fb, logits_ba=fa)
+        opt_g.zero_grad(set_to_none=True)
+        opt_d.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt_g.step()
+        vals = torch.stack([loss_d.detach()] + [terms[k].detach() for k in LOG_KEYS[1:]])
+        if world > 1:
+            vals = idist.all_reduce(vals.clone()) / world
+        return {k: float(v) for k, v in zip(LOG_KEYS, vals)} | {"lr": lr}
+
+    return Engine(train_step)
+
+
+LOG_KEYS = ("loss_d", "total", "adv_a", "adv_b", "recon_x_a", "recon_x_b", "recon_c_a", "recon_c_b", "recon_s_a",
+            "recon_s_b")
+
+
+def create_evaluator(translator_fn, val_hq: list[np.ndarray], val_lq: list[np.ndarray], seed: int = 0):
+    """An ``Engine`` over the held-out HQ images: translates each with a fixed LQ style (seed + index) and, at the
+    end, sets ``state.metrics``: spectrum distance (translated vs LQ, bicubic-free input vs LQ) and mean SSIM of each
+    translation to its source (at the working grid)."""
+    from ignite.engine import Engine, Events
+
+    from dxr_core.metrics import ssim
+    from dxr_core.metrics.domain import spectrum_distance
+
+    def step(engine, i):
+        src = val_hq[i]
+        out = translator_fn(src, seed + i)
+        return {"src": src, "out": out}
+
+    ev = Engine(step)
+
+    @ev.on(Events.EPOCH_STARTED)
+    def _reset(engine):
+        engine.state.pairs = []
+
+    @ev.on(Events.ITERATION_COMPLETED)
+    def _collect(engine):
+        engine.state.pairs.append(engine.state.output)
+
+    @ev.on(Events.EPOCH_COMPLETED)
+    def _metrics(engine):
+        outs = [p["out"] for p in engine.state.pairs]
+        srcs = [p["src"] for p in engine.state.pairs]
+        size = min(min(x.shape) for x in outs + list(val_lq))
+        engine.state.metrics = {
+            "spectrum_to_lq": spectrum_distance(outs, val_lq, size=size)["distance"],
+            "spectrum_hq_to_lq": spectrum_distance(srcs, val_lq, size=size)["distance"],
+            "ssim_to_source": float(np.mean([ssim(o, s) for o, s in zip(outs, srcs)])),
+        }
+
+    return ev
+
+
+def train_munit_lq(cfg: MunitTrainConfig) -> dict:
+    """Train (or resume) a MUNIT-LQ run in ``cfg.out``. Returns the summary (also RUN/summary.json)."""
+    import ignite.distributed as idist
+
+    cfg.validate()
+    cfg.model_config()  # unknown preset: OptionError before anything starts
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    if cfg.backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        cfg.backend = "nccl" if torch.cuda.is_available() else "gloo"
+    kwargs = {}
+    if cfg.backend is not None and cfg.nproc_per_node and "WORLD_SIZE" not in os.environ:
+        kwargs["nproc_per_node"] = int(cfg.nproc_per_node)
+    with idist.Parallel(backend=cfg.backend, **kwargs) as parallel:
+        parallel.run(_training, asdict(cfg))
+    p = Path(cfg.out) / "summary.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one readable training script
+    import copy
+
+    import ignite.distributed as idist
+    from ignite.engine import Events
+    from ignite.handlers import Checkpoint, DiskSaver
+
+    from dxr_core.engines.ddpm_hq import _latest_checkpoint, _truncate_log
+    from dxr_core.data.pairs import IterationSampler
+    from dxr_core.io.atomic import write_text_atomic
+    from dxr_core.models.munit import MunitDiscriminators, MunitGenerators, MunitTranslator
+
+    cfg = MunitTrainConfig(**cfg_dict)
+    mcfg = cfg.model_config()
+    rank, world = idist.get_rank(), idist.get_world_size()
+    device = idist.device()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    elif device.type == "cpu" and world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    out = Path(cfg.out)
+
+    # ---------------- data (whole images on the image_size grid, crops drawn per iteration)
+    hq, hq_files = load_images(cfg.hq, mcfg.image_size, cfg.hq_manifest, cfg.hq_split if cfg.hq_manifest else None)
+    lq, lq_files = load_images(cfg.lq, mcfg.image_size)
+    if cfg.val_hq:
+        val_hq, _ = load_images(cfg.val_hq, mcfg.image_size)
+    elif cfg.hq_manifest:
+        try:
+            val_hq, _ = load_images(cfg.hq, mcfg.image_size, cfg.hq_manifest, "val")
+        except InputError:
+            val_hq = []
+    else:
+        val_hq = hq[: cfg.val_images]
+    val_hq = val_hq[: cfg.val_images]
+    val_lq = load_images(cfg.val_lq, mcfg.image_size)[0] if cfg.val_lq else lq
+    dataset = UnpairedCrops(hq, lq, mcfg.crop, cfg.seed)
+
+    # ---------------- networks / optimizers (identical initial weights on every rank)
+    torch.manual_seed(cfg.seed)
+    gen_net = MunitGenerators(mcfg)
+    dis_net = MunitDiscriminators(mcfg)
+    gen = idist.auto_model(gen_net)
+    dis = idist.auto_model(dis_net)
+    adam = dict(lr=mcfg.lr, betas=(mcfg.beta1, mcfg.beta2), weight_decay=mcfg.weight_decay)
+    opt_g = idist.auto_optim(torch.optim.Adam(gen.parameters(), **adam))
+    opt_d = idist.auto_optim(torch.optim.Adam(dis.parameters(), **adam))
+    raw_gen = gen.module if hasattr(gen, "module") else gen
+
+    trainer = create_trainer(gen, dis, opt_g, opt_d, mcfg, cfg, device, rank, world)
+    to_save = {"trainer": trainer, "gen": gen, "dis": dis, "opt_g": opt_g, "opt_d": opt_d}
+    ckpt_dir = out / "checkpoints"
+    checkpoint = Checkpoint(to_save, DiskSaver(str(ckpt_dir), require_empty=False, atomic=True),
+                            filename_prefix="train", n_saved=cfg.n_saved,
+                            global_step_transform=lambda e, _: e.state.iteration)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=cfg.ckpt_every) | Events.COMPLETED, checkpoint)
+
+    # ---------------- resume
+    start = 0
+    last = _latest_checkpoint(ckpt_dir)
+    if last is not None:
+        state = torch.load(last, map_location=device, weights_only=True)
+        Checkpoint.load_objects(to_load=to_save, checkpoint=state)
+        start = trainer.state.iteration
+        if rank == 0:
+            print(f"resuming {out} from iteration {start} ({last.name})", flush=True)
+    meta_path = out / "run.json"
+    starts = []
+    if last is not None and meta_path.is_file():
+        starts = json.loads(meta_path.read_text()).get("starts", [])
+    if rank == 0:
+        starts.append({"from_iteration": start, "iters": cfg.iters, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        write_text_atomic(meta_path, json.dumps({"train_config": cfg_dict, "model_config": mcfg.to_dict(),
+                                                 "hq_files": len(hq_files), "lq_files": len(lq_files),
+                                                 "val_hq": len(val_hq), "starts": starts}, indent=2))
+
+    # ---------------- logging (rank 0)
+    log_path = out / "loss.jsonl"
+    tb = None
+    if rank == 0:
+        _truncate_log(log_path, start)
+
+        @trainer.on(Events.ITERATION_COMPLETED)
+        def _log(engine):
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"iteration": engine.state.iteration, **engine.state.output,
+                                    "seconds": round(prev_seconds + time.time() - wall0, 2)}) + "\n")
+
+        from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
+
+        tb = TensorboardLogger(log_dir=str(out / "tb"))
+        tb.attach(trainer, OutputHandler(tag="train", output_transform=lambda o: {k: o[k] for k in LOG_KEYS}),
+                  event_name=Events.ITERATION_COMPLETED(every=max(1, cfg.log_every)))
+        if cfg.progress:
+            from ignite.handlers import ProgressBar
+
+            ProgressBar(persist=False).attach(trainer, output_transform=lambda o: {"G": o["total"], "D": o["loss_d"]})
+
+    wall0 = time.time()
+    prev_seconds = 0.0  # wall time of earlier starts, from the log (kept up to the resumed iteration)
+    if rank == 0 and start > 0:
+        rows = read_munit_log(out)
+        prev_seconds = float(rows[-1].get("seconds", 0.0)) if rows else 0.0
+
+    def translator() -> MunitTranslator:
+        meta = {"iteration": trainer.state.iteration, "preset": cfg.preset, "seed": cfg.seed,
+                "hq": str(cfg.hq), "lq": str(cfg.lq), "hq_manifest": cfg.hq_manifest, "hq_split": cfg.hq_split,
+                "hq_images": len(hq_files), "lq_images": len(lq_files),
+                "train_seconds": prev_seconds + time.time() - wall0}
+        return MunitTranslator(copy.deepcopy(raw_gen).cpu(), mcfg, meta)
+
+    def validate(engine):
+        if rank == 0:
+            tr = translator()
+            metrics = {}
+            if val_hq:
+                ev = create_evaluator(lambda img, s: tr.translate(img, seed=s), val_hq, val_lq[:64], seed=cfg.seed)
+                ev.run(list(range(len(val_hq))), max_epochs=1)
+                metrics = {"iteration": engine.state.iteration, **ev.state.metrics}
+                with open(out / "val.jsonl", "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                if tb is not None:
+                    for k, v in ev.state.metrics.items():
+                        tb.writer.add_scalar(f"val/{k}", v, engine.state.iteration)
+                print(f"[val it {engine.state.iteration}] spectrum distance to LQ {metrics['spectrum_to_lq']:.3f} "
+                      f"(HQ as is {metrics['spectrum_hq_to_lq']:.3f}), SSIM to source "
+                      f"{metrics['ssim_to_source']:.3f}", flush=True)
+            tr.meta["val"] = metrics
+            tr.save(out / "model.pt")
+        if world > 1:
+            idist.barrier()
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=cfg.val_every), validate)
+
+    @trainer.on(Events.COMPLETED)
+    def _final(engine):
+        if engine.state.iteration % cfg.val_every != 0:
+            validate(engine)
+
+    if cfg.stop_at is not None:
+        @trainer.on(Events.ITERATION_COMPLETED(once=int(cfg.stop_at)))
+        def _stop(engine):
+            checkpoint(engine)
+            engine.terminate()
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=mcfg.batch_size, num_workers=0,
+                                         sampler=IterationSampler(start, cfg.iters, mcfg.batch_size, rank, world))
+    if start < cfg.iters:
+        if last is not None and trainer.state.epoch_length != cfg.iters:
+            trainer.state.epoch_length = cfg.iters
+            trainer.state.epoch = trainer.state.iteration // cfg.iters
+        trainer.run(loader, max_epochs=1, epoch_length=cfg.iters)
+    if tb is not None:
+        tb.close()
+    if rank == 0:
+        done = trainer.state.iteration
+        summary = {"iterations": done, "completed": done >= cfg.iters, "seconds": time.time() - wall0,
+                   "train_seconds": prev_seconds + time.time() - wall0, "model": str(out / "model.pt"),
+                   "preset": cfg.preset, "model_config": mcfg.to_dict(), "world_size": world}
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    if world > 1:
+        idist.barrier()
+
+
+def read_munit_log(run: str | os.PathLike) -> list[dict]:
+    p = Path(run) / "loss.jsonl"
+    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.is_file() else []
+
+
+def evaluate_munit_lq(model, hq_images: list[np.ndarray], drr_refs: list[np.ndarray], seed: int = 0,
+                      grid: int = 256, methods: tuple[str, ...] = ("bicubic", "high_order", "acquisition")) -> dict:
+    """Domain gap to real DRRs of held-out HQ radiographs made LQ by MUNIT-LQ and by other ``degrade`` methods.
+
+    Every HQ image is put on a ``grid`` x ``grid`` square (:func:`dxr_core.metrics.domain.prepare`) and made LQ at
+    half size (``grid/2``) by each method (MUNIT-LQ: style from the prior, seed ``seed + i``); the DRR references are
+    put on the same LQ grid. Per set: spectrum distance, histogram distance and classifier two-sample test accuracy
+    against the DRRs (:func:`dxr_core.metrics.domain.domain_gap`), and the mean SSIM of each LQ image to its HQ
+    source resized to the LQ grid (area averaging): the content that is kept.
+    """
+    from dxr_core.degrade import degrade
+    from dxr_core.metrics import ssim
+    from dxr_core.metrics.domain import domain_gap, prepare
+
+    from dxr_core.models.munit import MunitTranslator
+
+    tr = model if isinstance(model, MunitTranslator) else MunitTranslator.load(model)
+    lq_grid = grid // 2
+    hq = [prepare(x, grid) for x in hq_images]
+    src = [prepare(x, lq_grid) for x in hq]
+    refs = [prepare(x, lq_grid) for x in drr_refs]
+    sets = {"HQ (area-downsampled, no degradation)": src}
+    for m in methods:
+        sets[m] = [degrade(x, m, seed=seed + i) for i, x in enumerate(hq)]
+    sets["munit (style ~ N(0, I))"] = [tr.translate(x, seed=seed + i, size=grid, out_shape=(lq_grid, lq_grid))
+                                       for i, x in enumerate(hq)]
+    rows = {}
+    for name, imgs in sets.items():
+        g = domain_gap(refs, imgs, size=lq_grid, seed=seed)
+        rows[name] = {"spectrum": g["spectrum"]["distance"], "high_freq": g["spectrum"]["high_freq_difference"],
+                      "histogram": g["histogram"]["distance"],
+                      "c2st_accuracy": g["c2st"]["accuracy"] if g["c2st"] else None,
+                      "c2st_p": g["c2st"]["p_value"] if g["c2st"] else None,
+                      "ssim_to_source": float(np.mean([ssim(a, b) for a, b in zip(imgs, src)]))}
+    return {"n_hq": len(hq), "n_drr": len(refs), "lq_grid": lq_grid, "model_iteration": tr.meta.get("iteration"),
+            "rows": rows}
+
+
+def format_munit_eval(res: dict) -> str:
+    lines = [f"{res['n_hq']} held-out HQ radiographs vs {res['n_drr']} real DRRs, LQ grid {res['lq_grid']} px "
+             f"(MUNIT-LQ iteration {res['model_iteration']})",
+             "| LQ set | spectrum distance | high-freq (set - DRR) | histogram W1 | C2ST accuracy | SSIM to HQ source |",
+             "|---|---|---|---|---|---|"]
+    for name, r in res["rows"].items():
+        acc = "-" if r["c2st_accuracy"] is None else f"{r['c2st_accuracy']:.2f}"
+        lines.append(f"| {name} | {r['spectrum']:.3f} | {r['high_freq']:+.3f} | {r['histogram']:.3f} | {acc} | "
+                     f"{r['ssim_to_source']:.3f} |")
+    return "\n".join(lines)
