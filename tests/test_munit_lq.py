@@ -14,7 +14,7 @@ from dxr_core.data.radiographs import list_radiographs, load_radiograph, resize_
 from dxr_core.engines import MunitTrainConfig, read_munit_log, train_munit_lq
 from dxr_core.errors import InputError, ModelError, OptionError
 from dxr_core.models.munit import (MunitDiscriminators, MunitGenerators, MunitTranslator, discriminator_loss,
-                                   get_munit_config, munit_losses)
+                                   get_munit_config, munit_losses, translate)
 
 SAMPLE = ROOT / "tests" / "data" / "real_cxr_sample"
 ARGS = dict(preset="tiny", progress=False, threads=1, val_every=10 ** 6, val_images=2)
@@ -77,6 +77,8 @@ def test_translate_is_seeded_and_roundtrips(tmp_path):
     back = MunitTranslator.load(path)
     assert back.meta == {"note": "untrained"} and back.cfg == cfg
     assert np.abs(back.translate(img, seed=3) - a).max() < 0.02  # float16 weights
+    assert np.array_equal(translate(img, seed=3, model=path), back.translate(img, seed=3))
+    assert np.array_equal(translate(img, seed=3, model=path, style_from=img), back.translate(img, style_from=img))
     with pytest.raises(ModelError):
         MunitTranslator.load(tmp_path / "none.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a model")

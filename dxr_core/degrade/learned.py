@@ -1,25 +1,16 @@
 """Learned degradations: MUNIT-LQ (a shipped or given model), DDPM-LQ (not shipped yet)."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from dxr_core.errors import ModelError
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-
 
 def shipped_munit_model() -> Path | None:
     """The shipped MUNIT-LQ model (``dxr_core/weights/munit_lq_*.pt``, with its ``.md`` model card), or None."""
-    found = sorted(p for p in WEIGHTS_DIR.glob("munit_lq_*.pt") if p.with_suffix(".md").is_file())
-    return found[0] if found else None
+    from dxr_core.models.munit import shipped_model
 
-
-@functools.lru_cache(maxsize=4)
-def _load_munit(path: str, mtime: float):
-    from dxr_core.models.munit import MunitTranslator
-
-    return MunitTranslator.load(path)
+    return shipped_model()
 
 
 def munit(image, out_shape, rng, *, model: str | None = None, style_from: str | None = None):
@@ -30,21 +21,14 @@ def munit(image, out_shape, rng, *, model: str | None = None, style_from: str | 
     ``dxr train munit-lq`` (default: the shipped model). The translation runs on the model's training grid and is
     resized to the LQ shape.
     """
-    if model is None:
-        shipped = shipped_munit_model()
-        if shipped is None:
-            raise ModelError("The MUNIT-LQ degradation model is not shipped yet (its training is still to come); "
-                             "train one with `dxr train munit-lq` and pass --option model=RUN/model.pt, or use "
-                             "--method high_order or --method acquisition for now.")
-        path = shipped
-    else:
-        path = Path(model).expanduser()
-        if path.is_dir():
-            path = path / "model.pt"
-        if not path.is_file():
-            raise ModelError(f"No MUNIT-LQ model at {str(path)!r}; give --option model=RUN/model.pt written by "
-                             "`dxr train munit-lq`.")
-    tr = _load_munit(str(path), path.stat().st_mtime)
+    if model is None and shipped_munit_model() is None:
+        raise ModelError("The MUNIT-LQ degradation model is not shipped yet (its training is still to come); "
+                         "train one with `dxr train munit-lq` and pass --option model=RUN/model.pt, or use "
+                         "--method high_order or --method acquisition for now.")
+    from dxr_core.models.munit import load_translator
+
+    tr = load_translator(model)
+    path = model if model is not None else shipped_munit_model()
     style = None
     if style_from is not None:
         from dxr_core.io.radiograph import read_radiograph

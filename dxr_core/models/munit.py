@@ -433,3 +433,43 @@ class MunitTranslator:
             out = resize(out, tuple(out_shape), order=3, anti_aliasing=out_shape[0] < out.shape[0],
                          preserve_range=True).clip(0, 1).astype(np.float32)
         return out
+
+
+def shipped_model():
+    """The shipped MUNIT-LQ model (``dxr_core/weights/munit_lq_*.pt`` that has its ``.md`` model card), or None."""
+    from pathlib import Path
+
+    weights = Path(__file__).resolve().parent.parent / "weights"
+    found = sorted(p for p in weights.glob("munit_lq_*.pt") if p.with_suffix(".md").is_file())
+    return found[0] if found else None
+
+
+_CACHE: dict = {}
+
+
+def load_translator(model=None) -> MunitTranslator:
+    """A :class:`MunitTranslator` from ``model`` (a RUN folder or model file; default: the shipped model), cached."""
+    from pathlib import Path
+
+    from dxr_core.errors import ModelError
+
+    if model is None:
+        model = shipped_model()
+        if model is None:
+            raise ModelError("The MUNIT-LQ degradation model is not shipped yet (its training is still to come); "
+                             "train one with `dxr train munit-lq` and pass model=RUN/model.pt.")
+    p = Path(model).expanduser()
+    p = p / "model.pt" if p.is_dir() else p
+    if not p.is_file():
+        raise ModelError(f"No MUNIT-LQ model at {str(p)!r}; give RUN/model.pt written by `dxr train munit-lq`.")
+    key = (str(p.resolve()), p.stat().st_mtime_ns)
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = MunitTranslator.load(p)
+    return _CACHE[key]
+
+
+def translate(hq_image, seed: int | None = 0, style_from=None, model=None, out_shape=None):
+    """HQ radiograph -> DRR-like LQ version with MUNIT-LQ: LQ style from the prior N(0, I) (``seed``) or encoded
+    from the DRR image ``style_from``. ``model``: RUN folder / model file (default: the shipped model)."""
+    return load_translator(model).translate(hq_image, seed=seed, style_from=style_from, out_shape=out_shape)
