@@ -113,14 +113,14 @@ class DiffusionXRayApp(MONAILabelApp):
 
     def validate_infer(self, model: str, params: Dict[str, Any]) -> None:
         """Check a request's values against the task and this server's limits (dxr_core OptionError -> 422)."""
-        from lib.infers.drr import DRRParams
-        from lib.infers.enhance import check_work, parse_enhance
+        from dxr_core.params import DRRParams, parse_enhance
+        from lib.infers.enhance import check_work
 
-        p = DRRParams.from_request(params, self.cfg)
+        p = DRRParams.from_request(params, self.cfg.max_size)
         if model == "drr_enhance":
             task: EnhanceTask = self._infers["drr_enhance"]
             path = task._require_model()
-            e = parse_enhance(params, self.cfg)
+            e = parse_enhance(params, self.cfg.sampler, self.cfg.steps, self.cfg.max_steps)
             evaluations = e["steps"] if e["sampler"] != "ddpm" else _train_timesteps(path)
             # the output size of a CT input is known now; a radiograph's is checked by the worker after reading it
             check_work(evaluations, (round(p.size[0] * e["scale"]), round(p.size[1] * e["scale"])), self.cfg)

@@ -77,7 +77,7 @@ def server(world):
     (work / "systmp").mkdir()
     srv = MonaiLabelServer(world / "studies", work,
                            conf={"datastore_writes": "true", "max_upload_mb": "2", "model_dir": str(work / "model"),
-                                 "work_dir": str(work / "appwork"), "max_seconds": "120"},
+                                 "work_dir": str(work / "appwork"), "max_seconds": "900"},
                            env={"TMPDIR": str(work / "systmp")})
     srv.start()
     yield srv
@@ -239,7 +239,7 @@ def test_info_answers_while_enhancing(server):
     box = {}
 
     def enhance():
-        box["r"] = _infer(server, "drr_enhance", "phantom", {"size": 320, "steps": 20}, timeout=300)
+        box["r"] = _infer(server, "drr_enhance", "phantom", {"size": 320, "steps": 40}, timeout=900)
 
     t = threading.Thread(target=enhance)
     t.start()

@@ -15,6 +15,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "labels": ["CATEGORY_IDS", "add_nodules_to_drr", "projected_mask", "read_coco", "rle_decode", "rle_encode",
             "to_coco", "visibility", "write_coco"],
         "mask": ["lung_mask"],
+        "rescale": ["rescale_label", "rescale_labels", "scale_matrix"],
         "models": ["KINDS", "SHAPES", "LungDistance", "Nodule", "check_inside_lung", "insert_nodules",
             "nodule_patch", "random_nodules"],
     },

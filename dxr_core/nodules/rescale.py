@@ -13,11 +13,23 @@ from typing import Any
 import numpy as np
 
 
+def scale_matrix(sy: float, sx: float) -> np.ndarray:
+    """3x3 map of pixel-centre coordinates (col, row, 1) of an image onto the same field of view resampled by
+    (sy rows, sx cols) per pixel: c' = sx * c + (sx - 1) / 2 (pixel centres at integers). Left-multiplying a 3x4
+    projection matrix by it gives the projection matrix of the resampled grid."""
+    return np.array([[sx, 0.0, (sx - 1.0) / 2.0], [0.0, sy, (sy - 1.0) / 2.0], [0.0, 0.0, 1.0]])
+
+
 def _resample_mask(mask: np.ndarray, rows: int, cols: int) -> np.ndarray:
     h, w = mask.shape
     r = np.minimum(((np.arange(rows) + 0.5) * h / rows).astype(np.int64), h - 1)
     c = np.minimum(((np.arange(cols) + 0.5) * w / cols).astype(np.int64), w - 1)
     return mask[np.ix_(r, c)]
+
+
+def rescale_labels(labels, sy: float, sx: float) -> list:
+    """Every label of a DRR on the grid resampled by (sy, sx) (see :func:`rescale_label`)."""
+    return [rescale_label(lab, sy, sx) for lab in labels]
 
 
 def rescale_label(label: Any, sy: float, sx: float) -> Any:

@@ -20,10 +20,10 @@ from typing import Any, Dict
 from monailabel.datastore.local import LocalDatastore
 
 from dxr_core.errors import DXRError
+from dxr_core.io.kinds import holds_dicom
 
 logger = logging.getLogger(__name__)
 
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: the one message for a study that is not there, whatever the reason (unknown, outside, a path): reveals nothing
 UNKNOWN_STUDY = "Unknown study: it is not in this server's studies folder; list the study ids with GET /datastore/."
@@ -49,25 +49,6 @@ class BadName(DXRError):
 
 def valid_name(name: Any) -> bool:
     return isinstance(name, str) and bool(NAME_RE.match(name)) and ".." not in name
-
-
-def holds_dicom(folder: str, probe: int = 8) -> bool:
-    """True when ``folder`` directly holds DICOM files (by suffix or the 'DICM' preamble of a few files)."""
-    try:
-        entries = [e for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
-    except OSError:
-        return False
-    for e in entries[:probe]:
-        if e.name.lower().endswith(DICOM_SUFFIXES):
-            return True
-        try:
-            with open(e.path, "rb") as fp:
-                fp.seek(128)
-                if fp.read(4) == b"DICM":
-                    return True
-        except OSError:
-            continue
-    return False
 
 
 def inside(path: str, root: str) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from dxr_core.errors import DXRError, GeometryError, InputError, ModelError, OptionError
+from dxr_core.io.kinds import input_kind, is_dicom  # noqa: F401  (input_kind re-exported for the tasks)
 from dxr_core.io.radiograph import jsonable  # noqa: F401  (re-exported for the infer tasks)
 
 logger = logging.getLogger(__name__)
@@ -54,85 +54,6 @@ def http_error(err: DXRError):
     from fastapi import HTTPException
 
     return HTTPException(status_code=http_status(err), detail=str(err))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# request parameters (values may arrive as JSON numbers, strings or lists)
-# ----------------------------------------------------------------------------------------------------------------
-
-def param(req: Mapping[str, Any], key: str, default: Any = None, aliases: Sequence[str] = ()) -> Any:
-    for k in (key, *aliases):
-        if k in req and req[k] is not None and req[k] != "":
-            return req[k]
-    return default
-
-
-def as_float(value: Any, key: str, lo: float, hi: float, *, lo_open: bool = False) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise OptionError(f"Parameter {key!r} must be a number between {lo:g} and {hi:g}; got {value!r}.") from None
-    if not math.isfinite(x) or x > hi or x < lo or (lo_open and x == lo):
-        rng = f"above {lo:g} and at most {hi:g}" if lo_open else f"between {lo:g} and {hi:g}"
-        raise OptionError(f"Parameter {key!r} must be {rng}; got {value!r}.")
-    return x
-
-
-def as_int(value: Any, key: str, lo: int, hi: int) -> int:
-    try:
-        f = float(value)
-        ok = math.isfinite(f) and f.is_integer()
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or isinstance(value, bool):
-        raise OptionError(f"Parameter {key!r} must be a whole number between {lo} and {hi}; got {value!r}.")
-    x = int(f)
-    if not lo <= x <= hi:
-        raise OptionError(f"Parameter {key!r} must be between {lo} and {hi}; got {x}.")
-    return x
-
-
-def as_choice(value: Any, key: str, choices: Sequence[str]) -> str:
-    v = str(value).strip().lower()
-    if v not in choices:
-        raise OptionError(f"Parameter {key!r} must be one of {', '.join(choices)}; got {value!r}.")
-    return v
-
-
-def as_bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    v = str(value).strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise OptionError(f"Parameter {key!r} must be true or false; got {value!r}.")
-
-
-def as_size(value: Any, key: str, lo: int, hi: int) -> tuple[int, int]:
-    """An int (square) or [rows, cols] (also "rows,cols" / "rowsxcols")."""
-    if isinstance(value, str) and any(s in value for s in ",x"):
-        value = [v for v in value.replace("x", ",").split(",") if v.strip()]
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise OptionError(f"Parameter {key!r} must be one number or [rows, cols]; got {value!r}.")
-        return as_int(value[0], f"{key}[0] (rows)", lo, hi), as_int(value[1], f"{key}[1] (cols)", lo, hi)
-    n = as_int(value, key, lo, hi)
-    return n, n
-
-
-def as_points(value: Any, key: str) -> np.ndarray:
-    """[[x, y, z], ...] LPS mm (one point may be given as [x, y, z])."""
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        arr = None
-    if arr is not None and arr.ndim == 1 and arr.size == 3:
-        arr = arr[None, :]
-    if arr is None or arr.ndim != 2 or arr.shape[1] != 3 or arr.shape[0] == 0 or not np.all(np.isfinite(arr)):
-        raise OptionError(f"Parameter {key!r} must be a list of LPS points in mm, [[x, y, z], ...]; got {value!r}.")
-    return arr
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -188,64 +109,12 @@ class CTCache:
             self._items.clear()
 
 
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-RADIOGRAPH_MODALITIES = ("DX", "CR", "RG", "MG", "XA", "RF", "PX", "IO", "OT")
-
-
-def input_kind(path: str) -> str:
-    """"ct" (a folder, a 3-D volume file or a CT DICOM file) or "radiograph" (one 2-D image), from headers only."""
-    if os.path.isdir(path):
-        return "ct"
-    name = os.path.basename(path).lower()
-    if name.endswith(RASTER_SUFFIXES):
-        return "radiograph"
-    if name.endswith(VOLUME_SUFFIXES):
-        import SimpleITK as sitk
-
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(path)
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError:
-            raise InputError(f"{os.path.basename(path)!r} cannot be read: the file is truncated or corrupt; "
-                             "write or upload it again.") from None
-        size = reader.GetSize()
-        if len(size) == 2 or (len(size) == 3 and size[2] == 1):
-            return "radiograph"
-        return "ct"
-    if _is_dicom(path):
-        import pydicom
-
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        except Exception:
-            raise InputError(f"{os.path.basename(path)!r} is not a readable DICOM file (truncated or corrupt); "
-                             "write or upload it again.") from None
-        modality = str(getattr(ds, "Modality", "")).upper()
-        if modality in RADIOGRAPH_MODALITIES and int(getattr(ds, "NumberOfFrames", 1) or 1) == 1:
-            return "radiograph"
-        return "ct"
-    return "ct"  # let the CT reader decide and explain
-
-
-def _is_dicom(path: str) -> bool:
-    if path.lower().endswith((".dcm", ".dicom", ".ima")):
-        return True
-    try:
-        with open(path, "rb") as fp:
-            fp.seek(128)
-            return fp.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
 def read_ct(path: str):
     """CT volume in HU through ``dxr_core.io``; a file that is not a CT is an InputError (400)."""
     from dxr_core.io.ct import read_ct as _read
 
     try:
-        if os.path.isfile(path) and _is_dicom(path):
+        if os.path.isfile(path) and is_dicom(path):
             # one uploaded DICOM file: read it alone (the reader would otherwise scan its whole folder, e.g. /tmp)
             with tempfile.TemporaryDirectory(prefix="dxr-dcm-") as tmp:
                 alone = os.path.join(tmp, "image.dcm")

@@ -35,220 +35,20 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Dict
 
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from dxr_core.errors import InputError, OptionError
+from dxr_core.errors import InputError
+from dxr_core.params import DRR_KEYS, DRRParams  # noqa: F401  (DRR_KEYS re-exported for the request contract)
+from dxr_core.pipeline import drr_result_json, render
 
 from ..configs import AppConfig
-from .common import (
-    OUTPUT_DTYPES,
-    CTCache,
-    as_choice,
-    as_float,
-    as_int,
-    as_points,
-    as_size,
-    image_path,
-    input_kind,
-    jsonable,
-    param,
-    write_result_nrrd,
-)
+from .common import CTCache, image_path, input_kind, write_result_nrrd
 
 logger = logging.getLogger(__name__)
-
-#: every request key the ``drr`` task reads (aliases included); anything else is refused with 422
-DRR_KEYS = ("view", "size", "pixel_spacing", "sid", "sad", "rotation", "mode", "kvp", "energy_kev", "dose", "seed",
-            "output_dtype", "nodules", "nodule_count", "nodule_points", "nodule_at", "nodule_type", "nodule_types",
-            "nodule_kind", "nodule_kinds", "nodule_shape", "nodule_shapes", "nodule_size", "nodule_diameter",
-            "nodule_seed")
-NODULE_TYPES = ("solid", "part_solid", "ggo", "calcified")
-NODULE_SHAPES = ("sphere", "ellipsoid", "lobulated", "spiculated")
-MAX_NODULES = 20
-
-
-@dataclass
-class DRRParams:
-    """A validated DRR request (everything ``dxr_core`` needs, in its own units)."""
-
-    view: str = "pa"
-    size: Tuple[int, int] = (512, 512)
-    pixel_spacing: float | None = None
-    sid: float = 1500.0
-    sad: float = 1000.0
-    rotation: float = 0.0
-    mode: str = "poly"  # the defaults of `dxr drr`, so both give the same pixels for the same request
-    kvp: float = 120.0
-    energy_kev: float | None = None
-    dose: float | None = None
-    seed: int = 0
-    output_dtype: str = "float32"
-    nodules: int = 0
-    nodule_points: list | None = None
-    nodule_types: list | None = None
-    nodule_shapes: list | None = None
-    nodule_size: Tuple[float, float] = (6.0, 20.0)
-    nodule_seed: int | None = None
-    extra: Dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_request(cls, req: Mapping[str, Any], cfg: AppConfig) -> "DRRParams":
-        from dxr_core.drr.geometry import VIEWS
-
-        p = cls()
-        p.view = as_choice(param(req, "view", "pa"), "view", VIEWS)
-        p.size = as_size(param(req, "size", 512), "size", 16, cfg.max_size)
-        if param(req, "pixel_spacing") is not None:
-            p.pixel_spacing = as_float(param(req, "pixel_spacing"), "pixel_spacing", 0.0, 20.0, lo_open=True)
-        p.sid = as_float(param(req, "sid", 1500.0), "sid", 100.0, 10000.0)
-        p.sad = as_float(param(req, "sad", 1000.0), "sad", 50.0, 10000.0)
-        if p.sad >= p.sid:
-            raise OptionError(f"Parameter 'sad' ({p.sad:g} mm) must be smaller than 'sid' ({p.sid:g} mm): the "
-                              "patient sits between the source and the detector.")
-        p.rotation = as_float(param(req, "rotation", 0.0), "rotation", -360.0, 360.0)
-        p.mode = as_choice(param(req, "mode", "poly"), "mode", ("mono", "poly"))
-        p.kvp = as_float(param(req, "kvp", 120.0), "kvp", 40.0, 150.0)
-        if param(req, "energy_kev") is not None:
-            if p.mode != "mono":
-                raise OptionError("Parameter 'energy_kev' applies to mode 'mono' only; drop it or add \"mode\": \"mono\".")
-            p.energy_kev = as_float(param(req, "energy_kev"), "energy_kev", 10.0, 200.0)
-        if param(req, "dose") is not None:
-            p.dose = as_float(param(req, "dose"), "dose", 0.0, 1e9)
-        p.seed = as_int(param(req, "seed", 0), "seed", 0, 2**31 - 1)
-        p.output_dtype = as_choice(param(req, "output_dtype", "float32"), "output_dtype", OUTPUT_DTYPES)
-
-        points = param(req, "nodule_points", aliases=("nodule_at",))
-        if points is not None:
-            pts = as_points(points, "nodule_points")
-            p.nodule_points = pts.tolist()
-        count = param(req, "nodules", aliases=("nodule_count",))
-        if count is not None:
-            p.nodules = as_int(count, "nodules", 0, MAX_NODULES)
-        if p.nodules + len(p.nodule_points or []) > MAX_NODULES:
-            raise OptionError(f"At most {MAX_NODULES} nodules per image; ask for fewer 'nodules' / 'nodule_points'.")
-        p.nodule_types = _names(param(req, "nodule_type", aliases=("nodule_types", "nodule_kind", "nodule_kinds")),
-                                "nodule_type", NODULE_TYPES)
-        p.nodule_shapes = _names(param(req, "nodule_shape", aliases=("nodule_shapes",)), "nodule_shape",
-                                 NODULE_SHAPES)
-        size = param(req, "nodule_size", aliases=("nodule_diameter",))
-        if size is not None:
-            if isinstance(size, str) and "," in size:
-                size = size.split(",")
-            if isinstance(size, (list, tuple)):
-                if len(size) != 2:
-                    raise OptionError(f"Parameter 'nodule_size' must be a diameter in mm or [min, max]; got {size!r}.")
-                lo = as_float(size[0], "nodule_size[0]", 3.0, 30.0)
-                hi = as_float(size[1], "nodule_size[1]", 3.0, 30.0)
-                if lo > hi:
-                    raise OptionError(f"Parameter 'nodule_size' [min, max] has min {lo:g} > max {hi:g}.")
-                p.nodule_size = (lo, hi)
-            else:
-                d = as_float(size, "nodule_size", 3.0, 30.0)
-                p.nodule_size = (d, d)
-        if param(req, "nodule_seed") is not None:
-            p.nodule_seed = as_int(param(req, "nodule_seed"), "nodule_seed", 0, 2**31 - 1)
-        return p
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d.pop("extra")
-        return jsonable(d)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the calls into dxr_core
-# ----------------------------------------------------------------------------------------------------------------
-def make_physics(p: DRRParams):
-    from dxr_core.drr.physics import physics_from_options
-
-    return physics_from_options(p.mode, p.kvp, p.dose or None, p.energy_kev)
-
-
-def _names(value: Any, key: str, allowed: Sequence[str]) -> list | None:
-    """One name, a comma list or a JSON list -> validated list (None: all allowed, the default)."""
-    if value is None:
-        return None
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    items = [str(v).strip().lower() for v in items if str(v).strip()]
-    if not items or items == ["random"]:
-        return None
-    return [as_choice(v, key, allowed) for v in items]
-
-
-def make_nodules(volume, p: DRRParams) -> list:
-    """The nodules of a request, exactly as ``dxr drr``'s nodule hook places them (points first, then random)."""
-    if not p.nodules and not p.nodule_points:
-        return []
-    from dxr_core.nodules import LungDistance, Nodule, check_inside_lung, random_nodules
-
-    seed = p.seed if p.nodule_seed is None else p.nodule_seed
-    lung = LungDistance(volume)
-    out = []
-    if p.nodule_points:
-        pts = np.asarray(p.nodule_points, dtype=np.float64)
-        ijk = volume.world_to_index(pts)
-        shape = np.asarray(volume.shape_xyz, dtype=np.float64)
-        outside = [i for i, q in enumerate(ijk) if np.any(q < -0.5) or np.any(q > shape - 0.5)]
-        if outside:
-            corners = volume.corners_lps()
-            raise OptionError(
-                f"nodule_points {[p.nodule_points[i] for i in outside]} lie outside the CT (LPS bounds "
-                f"{np.round(corners.min(0), 1).tolist()} .. {np.round(corners.max(0), 1).tolist()} mm); "
-                "give points inside the lungs."
-            )
-        kinds = p.nodule_types or ["solid"]
-        lo, hi = p.nodule_size
-        for i, q in enumerate(pts):
-            n = Nodule(kind=kinds[i % len(kinds)], diameter_mm=(lo + hi) / 2.0, center_lps=tuple(q),
-                       shape=(p.nodule_shapes or ["sphere"])[0], seed=seed + i)
-            check_inside_lung(n, lung)
-            out.append(n)
-    out += random_nodules(volume, p.nodules, seed=seed, kinds=p.nodule_types, shapes=p.nodule_shapes,
-                          diameter_range=tuple(p.nodule_size), lung=lung)
-    return out
-
-
-def render(volume, p: DRRParams):
-    """CT (HU) + request -> (DRR, nodule labels)."""
-    from dxr_core.drr import make_geometry, render_drr
-
-    geometry = make_geometry(
-        volume, view=p.view, sid_mm=p.sid, sad_mm=p.sad, size=p.size, pixel_spacing_mm=p.pixel_spacing,
-        rotation_deg=p.rotation,
-    )
-    drr = render_drr(volume, geometry, make_physics(p), seed=p.seed)
-    labels: list = []
-    nodules = make_nodules(volume, p)
-    if nodules:
-        from dxr_core.nodules import add_nodules_to_drr
-
-        drr, _with_nodules, labels = add_nodules_to_drr(drr, volume, nodules, seed=p.seed)
-        labels = [{k: v for k, v in lab.items() if k != "time_ms"} for lab in labels]
-    return drr, labels
-
-
-def drr_result_json(drr, labels: Sequence[Any], p: DRRParams, pixel_spacing, size, task: str) -> Dict[str, Any]:
-    side = jsonable(drr.sidecar())
-    out: Dict[str, Any] = {"task": task}
-    out.update(side)
-    out["projection_matrix"] = jsonable(np.asarray(drr.geometry.projection_matrix))
-    out["image"] = {
-        "size": [int(size[0]), int(size[1])],  # rows, cols
-        "pixel_spacing_mm": [float(pixel_spacing[0]), float(pixel_spacing[1])],  # row, col (DICOM order)
-        "dtype": p.output_dtype,
-        "value_range": [0, 65535] if p.output_dtype == "uint16" else [0.0, 1.0],
-        "format": "nrrd",
-        "photometric": "MONOCHROME2 (bone bright)",
-    }
-    out["nodules"] = jsonable(list(labels))
-    out["request"] = p.to_dict()
-    return out
-
 
 def nrrd_meta(geometry, task: str) -> Dict[str, str]:
     pm = np.asarray(geometry.projection_matrix, dtype=np.float64)
@@ -291,7 +91,7 @@ class DRRTask(BasicInferTask):
         return [self._parse, self._load]
 
     def _parse(self, data):
-        data["dxr_params"] = DRRParams.from_request(data, self.cfg)  # before reading anything: fail fast
+        data["dxr_params"] = DRRParams.from_request(data, self.cfg.max_size)  # before reading anything: fail fast
         return data
 
     def _load(self, data):

@@ -20,47 +20,32 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from dxr_core.errors import InputError, OptionError
+from dxr_core.nodules.rescale import rescale_labels, scale_matrix
+from dxr_core.params import ENHANCE_KEYS, DRRParams, parse_enhance  # noqa: F401  (ENHANCE_KEYS: request contract)
+from dxr_core.pipeline import drr_result_json, render
 
 from ..configs import AppConfig
 from .common import (
     CTCache,
     NoModel,
-    as_choice,
-    as_float,
-    as_int,
     image_path,
     input_kind,
     jsonable,
-    param,
     release_memory,
     write_result_nrrd,
 )
-from .drr import DRRParams, drr_result_json, nrrd_meta, render
+from .drr import nrrd_meta
 
 logger = logging.getLogger(__name__)
 
-
-
-#: request keys of this task besides the ``drr`` ones
-ENHANCE_KEYS = ("sampler", "steps", "scale", "seed", "tile")
-
-
-def parse_enhance(req: Mapping[str, Any], cfg: AppConfig) -> Dict[str, Any]:
-    """The enhancement parameters of a request, checked against this server's limits (OptionError -> 422)."""
-    sampler = as_choice(param(req, "sampler", cfg.sampler or DEFAULT_SAMPLER), "sampler", SAMPLERS)
-    steps = as_int(param(req, "steps", cfg.steps or DEFAULT_STEPS), "steps", 1, cfg.max_steps)
-    scale = as_float(param(req, "scale", 2), "scale", 1.0, 4.0)
-    seed = as_int(param(req, "seed", 0), "seed", 0, 2**31 - 1)
-    tile = as_int(param(req, "tile", 512), "tile", 32, 4096)
-    return {"sampler": sampler, "steps": steps, "scale": scale, "seed": seed, "tile": tile}
 
 
 def check_work(evaluations: int, out_size: Tuple[int, int], cfg: AppConfig) -> None:
@@ -73,24 +58,6 @@ def check_work(evaluations: int, out_size: Tuple[int, int], cfg: AppConfig) -> N
         raise OptionError(f"This enhancement would cost {work:.0f} (network evaluations x output megapixels: "
                           f"{evaluations} x {out_size[0]} x {out_size[1]}), above this server's limit of "
                           f"{cfg.max_work:g}; lower 'steps', 'size' or 'scale' (or raise --conf max_work).")
-
-
-def scale_matrix(sy: float, sx: float) -> np.ndarray:
-    """3x3 map of pixel-centre coordinates (col, row, 1) of an image onto the same field of view resampled by
-    (sy rows, sx cols) per pixel: c' = sx * c + (sx - 1) / 2 (pixel centres at integers)."""
-    return np.array([[sx, 0.0, (sx - 1.0) / 2.0], [0.0, sy, (sy - 1.0) / 2.0], [0.0, 0.0, 1.0]])
-
-
-def scale_labels(labels, sy: float, sx: float):
-    """Nodule labels of the low-resolution DRR -> the same labels on the enhanced pixel grid.
-
-    Points (centre, box corners) are pixel-centre coordinates; a box [c0, r0, c1, r1] uses pixel edges when it
-    is half-open, which maps the same way as centres since both are affine in the same coordinates. Masks are
-    resampled nearest-neighbour. Keys that are not pixel geometry are kept as they are.
-    """
-    from .label_geometry import rescale_label
-
-    return [rescale_label(lab, sy, sx) for lab in labels]
 
 
 class _EnhancerCache:
@@ -183,8 +150,8 @@ class EnhanceTask(BasicInferTask):
 
     def _parse(self, data):
         data["dxr_model_path"] = self._require_model()
-        data["dxr_enhance"] = parse_enhance(data, self.cfg)
-        data["dxr_params"] = DRRParams.from_request(data, self.cfg)  # DRR params (used for CT input) + output_dtype
+        data["dxr_enhance"] = parse_enhance(data, self.cfg.sampler, self.cfg.steps, self.cfg.max_steps)
+        data["dxr_params"] = DRRParams.from_request(data, self.cfg.max_size)  # DRR params (used for CT input) + output_dtype
         return data
 
     def _load(self, data):
@@ -249,7 +216,7 @@ class EnhanceTask(BasicInferTask):
             lq_rows, lq_cols = drr.geometry.size
             g = drr.geometry.with_size((rows, cols))  # same detector, finer pixels
             sy, sx = rows / lq_rows, cols / lq_cols
-            result = drr_result_json(drr, scale_labels(data.pop("nodule_labels"), sy, sx), p,
+            result = drr_result_json(drr, rescale_labels(data.pop("nodule_labels"), sy, sx), p,
                                      g.pixel_spacing_mm, (rows, cols), "drr_enhance")
             result["geometry"] = jsonable(g.to_dict())
             result["projection_matrix"] = jsonable(np.asarray(g.projection_matrix))

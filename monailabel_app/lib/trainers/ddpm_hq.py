@@ -34,7 +34,8 @@ from monailabel.interfaces.tasks.train import TrainTask
 from dxr_core.errors import DXRError, InputError, ModelError, OptionError
 
 from ..configs import AppConfig
-from ..infers.common import as_bool, as_choice, as_float, as_int, input_kind, param
+from dxr_core.io.kinds import input_kind
+from dxr_core.params import as_bool, as_choice, as_float, as_int, param
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,108 @@
+"""The one path from a CT to a labelled (enhanced) radiograph, used by every driver.
+
+CT (HU) -> nodules (random and/or at given points) -> DRR -> optional DDPM-HQ enhancement -> labels on every
+grid (COCO box, RLE mask, centre, projection matrix). ``dxr dataset``, the MONAI Label tasks (``drr``,
+``drr_enhance``) and, through them, the Slicer module call these functions with a :class:`dxr_core.params.DRRParams`
+request, so the same request gives the same pixels and labels everywhere.
+
+    >>> p = DRRParams.from_request({"size": 512, "nodules": 2, "seed": 3})
+    >>> drr, labels = render(volume, p)
+    >>> hq, grid, hq_labels = enhance_drr(drr, labels, enhancer, scale=2, steps=20, seed=3)
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Sequence
+
+import numpy as np
+
+from dxr_core.errors import OptionError
+from dxr_core.io.radiograph import jsonable
+from dxr_core.params import DRRParams, make_physics
+
+
+def make_nodules(volume, p: DRRParams) -> list:
+    """The nodules of a request, exactly as ``dxr drr``'s nodule hook places them (points first, then random)."""
+    if not p.nodules and not p.nodule_points:
+        return []
+    from dxr_core.nodules import LungDistance, Nodule, check_inside_lung, random_nodules
+
+    seed = p.seed if p.nodule_seed is None else p.nodule_seed
+    lung = LungDistance(volume)
+    out = []
+    if p.nodule_points:
+        pts = np.asarray(p.nodule_points, dtype=np.float64)
+        ijk = volume.world_to_index(pts)
+        shape = np.asarray(volume.shape_xyz, dtype=np.float64)
+        outside = [i for i, q in enumerate(ijk) if np.any(q < -0.5) or np.any(q > shape - 0.5)]
+        if outside:
+            corners = volume.corners_lps()
+            raise OptionError(
+                f"nodule_points {[p.nodule_points[i] for i in outside]} lie outside the CT (LPS bounds "
+                f"{np.round(corners.min(0), 1).tolist()} .. {np.round(corners.max(0), 1).tolist()} mm); "
+                "give points inside the lungs."
+            )
+        kinds = p.nodule_types or ["solid"]
+        lo, hi = p.nodule_size
+        for i, q in enumerate(pts):
+            n = Nodule(kind=kinds[i % len(kinds)], diameter_mm=(lo + hi) / 2.0, center_lps=tuple(q),
+                       shape=(p.nodule_shapes or ["sphere"])[0], seed=seed + i)
+            check_inside_lung(n, lung)
+            out.append(n)
+    out += random_nodules(volume, p.nodules, seed=seed, kinds=p.nodule_types, shapes=p.nodule_shapes,
+                          diameter_range=tuple(p.nodule_size), lung=lung)
+    return out
+
+
+def render(volume, p: DRRParams):
+    """CT (HU) + request -> (DRR, nodule labels): geometry, physics, base render, then each nodule added by
+    re-tracing only the rays through it."""
+    from dxr_core.drr import make_geometry, render_drr
+
+    geometry = make_geometry(
+        volume, view=p.view, sid_mm=p.sid, sad_mm=p.sad, size=p.size, pixel_spacing_mm=p.pixel_spacing,
+        rotation_deg=p.rotation,
+    )
+    drr = render_drr(volume, geometry, make_physics(p), seed=p.seed)
+    labels: list = []
+    nodules = make_nodules(volume, p)
+    if nodules:
+        from dxr_core.nodules import add_nodules_to_drr
+
+        drr, _with_nodules, labels = add_nodules_to_drr(drr, volume, nodules, seed=p.seed)
+        labels = [{k: v for k, v in lab.items() if k != "time_ms"} for lab in labels]
+    return drr, labels
+
+
+def drr_result_json(drr, labels: Sequence[Any], p: DRRParams, pixel_spacing, size, task: str) -> Dict[str, Any]:
+    """The JSON of a result: the DRR's sidecar (geometry, physics), its projection matrix, the image description
+    (``size`` rows/cols and ``pixel_spacing`` row/col of the grid the labels are on), the labels and the request."""
+    side = jsonable(drr.sidecar())
+    out: Dict[str, Any] = {"task": task}
+    out.update(side)
+    out["projection_matrix"] = jsonable(np.asarray(drr.geometry.projection_matrix))
+    out["image"] = {
+        "size": [int(size[0]), int(size[1])],  # rows, cols
+        "pixel_spacing_mm": [float(pixel_spacing[0]), float(pixel_spacing[1])],  # row, col (DICOM order)
+        "dtype": p.output_dtype,
+        "value_range": [0, 65535] if p.output_dtype == "uint16" else [0.0, 1.0],
+        "format": "nrrd",
+        "photometric": "MONOCHROME2 (bone bright)",
+    }
+    out["nodules"] = jsonable(list(labels))
+    out["request"] = p.to_dict()
+    return out
+
+
+def enhance_drr(drr, labels: Sequence[Any], enhancer, scale: float = 2.0, sampler: str | None = None,
+                steps: int | None = None, seed: int = 0, tile: int | None = 512):
+    """Enhance a DRR and carry its labels: returns (image (H, W) float32 in [0, 1], the detector geometry of the
+    enhanced grid (same detector, finer pixels: its projection matrix maps onto the new pixels), labels on it)."""
+    from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
+    from dxr_core.nodules.rescale import rescale_labels
+
+    out = enhancer.enhance(drr.image, scale=scale, sampler=sampler or DEFAULT_SAMPLER, steps=steps or DEFAULT_STEPS,
+                           seed=seed, tile=tile)
+    rows, cols = out.shape
+    lq_rows, lq_cols = drr.geometry.size
+    grid = drr.geometry.with_size((rows, cols))
+    return np.asarray(out, dtype=np.float32), grid, rescale_labels(labels, rows / lq_rows, cols / lq_cols)
