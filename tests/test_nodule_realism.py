@@ -123,6 +123,23 @@ def test_locations_touch_pleura_or_fissure_as_asked(ct, lung, many):
         check_inside_lung(x, lung)
     # the default pleural margin no longer forbids juxtapleural nodules: some sit within 1.5 mm of the pleura
     assert sum(x.placement["pleura_gap_mm"] <= CONTACT_GAP_MM for x in many) >= 0.2 * len(many)
+    # perifissural ellipsoids are lentiform, flat against the fissure: short axis along the fissure normal, surface
+    # within the contact gap of it, not across it
+    from dxr_core.nodules.models import fissure_distance, fissure_normal
+
+    pf = [x for x in many if x.location == "perifissural" and x.shape == "ellipsoid"]
+    assert len(pf) >= 10
+    for x in pf:
+        nrm = fissure_normal(x.center_lps, lung.fissure_params)
+        assert abs(float(np.dot(nrm, x.short_axis_lps))) > 0.999
+        assert x.half_thickness_mm < 0.75 * x.radius_mm
+        g = np.mgrid[-1:1:15j, -1:1:15j, -1:1:15j].reshape(3, -1).T * x.extent_mm + np.asarray(x.center_lps)
+        g = g[x.contains(g)]
+        side = (g - np.asarray(x.center_lps)) @ nrm
+        fd = fissure_distance(g, lung.fissure_params)
+        assert fd.min() <= CONTACT_GAP_MM + 0.5
+        near = fd < 0.5
+        assert not near.any() or (np.sign(side[near]) == np.sign(side[near][0])).all()
     one = random_nodules(ct, 5, seed=1, lung=lung, location="juxtapleural")
     assert all(x.location == "juxtapleural" and x.placement["pleura_gap_mm"] <= CONTACT_GAP_MM for x in one)
 

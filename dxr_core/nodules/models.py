@@ -87,6 +87,7 @@ class Nodule:
     texture: bool = True
     blur: bool = True
     placement: dict | None = None
+    short_axis_lps: Sequence[float] | None = None  # ellipsoid: lentiform, shortest axis along this direction
     _geo: dict = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -113,6 +114,11 @@ class Nodule:
         if not 0.1 <= float(self.core_fraction) <= 0.9:
             raise OptionError("core_fraction of a part-solid nodule must be within 0.1-0.9.")
         self.center_lps = tuple(float(c) for c in np.asarray(self.center_lps, dtype=np.float64).ravel()[:3])
+        if self.short_axis_lps is not None:
+            a = np.asarray(self.short_axis_lps, dtype=np.float64).ravel()[:3]
+            if a.size != 3 or not np.isfinite(a).all() or np.linalg.norm(a) == 0:
+                raise OptionError("short_axis_lps must be a non-zero direction (x, y, z) in LPS.")
+            self.short_axis_lps = tuple(float(v) for v in a / np.linalg.norm(a))
         self._geo = self._make_geometry()
 
     # ---- analytic shape --------------------------------------------------------------------------------------
@@ -125,7 +131,17 @@ class Nodule:
         q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
         axes = np.ones(3)
         lobes = spikes = None
-        if self.shape == "ellipsoid":
+        if self.shape == "ellipsoid" and self.short_axis_lps is not None:
+            # lentiform (perifissural lymph node): flat along the given direction, at a random in-plane angle
+            axes = np.array([rng.uniform(1.2, 1.5), rng.uniform(1.0, 1.2), rng.uniform(0.45, 0.6)])
+            axes /= np.cbrt(axes.prod())
+            a = np.asarray(self.short_axis_lps, dtype=np.float64)
+            u = q[:, 0] - (q[:, 0] @ a) * a
+            if np.linalg.norm(u) < 1e-6:
+                u = q[:, 1] - (q[:, 1] @ a) * a
+            u /= np.linalg.norm(u)
+            q = np.stack([u, np.cross(a, u), a], axis=1)
+        elif self.shape == "ellipsoid":
             axes = np.array([rng.uniform(1.1, 1.4), 1.0, rng.uniform(0.7, 0.9)])
             axes /= np.cbrt(axes.prod())
         elif self.shape == "lobulated":
@@ -145,6 +161,13 @@ class Nodule:
     def extent_mm(self) -> float:
         """Radius of a sphere around the centre that contains the whole nodule (spicules included)."""
         return float(self._geo["extent"])
+
+    @property
+    def half_thickness_mm(self) -> float:
+        """Half-thickness along ``short_axis_lps`` (lentiform ellipsoid), else the body extent."""
+        if self.shape == "ellipsoid" and self.short_axis_lps is not None:
+            return self.radius_mm * float(self._geo["axes"][2])
+        return self.body_extent_mm
 
     @property
     def body_extent_mm(self) -> float:
@@ -408,6 +431,26 @@ def fissure_distance(pts: np.ndarray, params: list[dict]) -> np.ndarray:
     return out
 
 
+def fissure_normal(pt, params: list[dict]) -> np.ndarray:
+    """Unit LPS normal of the modelled fissure nearest to ``pt`` (for lentiform perifissural nodules)."""
+    p = np.asarray(pt, dtype=np.float64).ravel()
+    best, normal = np.inf, np.array([0.0, 0.0, 1.0])
+    for prm in params:
+        if (p[0] < prm["x_mid"]) != (prm["side"] == "right"):
+            continue
+        yz = p[1:3]
+        d = abs(float((yz - prm["B"]) @ prm["n"]))
+        if d < best:
+            best, normal = d, np.array([0.0, prm["n"][0], prm["n"][1]])
+        if "zh" in prm:
+            dz, dy = yz[1] - prm["zh"], max(yz[0] - prm["y_int"], 0.0)
+            dh = math.hypot(dz, dy)
+            if dh < best:
+                best = dh
+                normal = np.array([0.0, dy, dz]) / max(dh, 1e-9) if dy > 0 else np.array([0.0, 0.0, 1.0])
+    return normal
+
+
 class LungDistance:
     """Distance (mm) from each lung voxel to the outside of the lung mask, on a grid of about 2 mm; and, on the
     same cells, the distance to the modelled fissures (``fissure_dist``, computed on first use)."""
@@ -605,8 +648,11 @@ def random_nodules(
                     d = min(d, 12.0) if lo_d <= 12.0 else d
                 if loc == "perifissural":
                     d = min(d, PERIFISSURAL_MAX_D) if lo_d <= PERIFISSURAL_MAX_D else d
-                probe = Nodule(kind=kind, diameter_mm=d, shape=shape, seed=int(rng.integers(2**31)))
+                lentiform = loc == "perifissural" and shape == "ellipsoid"
+                probe = Nodule(kind=kind, diameter_mm=d, shape=shape, seed=int(rng.integers(2**31)),
+                               short_axis_lps=(0.0, 0.0, 1.0) if lentiform else None)
                 body = probe.body_extent_mm
+                touch = probe.half_thickness_mm  # perifissural: its extent towards the fissure
                 if loc == "intraparenchymal":
                     ok = dist.dist >= body + CLEAR_GAP_MM
                     ok &= dist.fissure_dist >= body + CLEAR_GAP_MM
@@ -614,7 +660,7 @@ def random_nodules(
                     ok = (dist.dist >= body) & (dist.dist <= body + CONTACT_GAP_MM)
                 else:
                     fd = dist.fissure_dist
-                    ok = (dist.dist >= body + 1.0) & (fd >= body) & (fd <= body + CONTACT_GAP_MM)
+                    ok = (dist.dist >= body + 1.0) & (fd >= touch) & (fd <= touch + CONTACT_GAP_MM)
                 cells = np.argwhere(ok)
             if len(cells) == 0:
                 rejected["no_room"] += 1
@@ -634,11 +680,13 @@ def random_nodules(
                     continue
             placement = {"location": loc, "redraws": int(sum(rejected.values())), "rejected": dict(rejected),
                          "pleura_gap_mm": round(float(dist.dist[tuple(cell)]) - body, 3),
-                         "fissure_gap_mm": _finite(float(dist.fissure_dist[tuple(cell)]) - body),
+                         "fissure_gap_mm": _finite(float(dist.fissure_dist[tuple(cell)])
+                                                   - (touch if loc == "perifissural" else body)),
                          "overlap_avoided": "geometry" if (avoid_overlap and geometry is not None)
                          else ("frontal" if avoid_overlap else "no")}
+            axis = tuple(float(v) for v in fissure_normal(c, dist.fissure_params)) if probe.short_axis_lps else None
             out.append(Nodule(kind=kind, diameter_mm=d, center_lps=c, shape=shape, seed=probe.seed, location=loc,
-                              placement=placement))
+                              placement=placement, short_axis_lps=axis))
             if box is not None:
                 boxes.append(box)
             break
