@@ -1,7 +1,7 @@
 """Nodule realism rules (issue 9): kind x shape, location, texture, CT blur, 2-D overlap, detectability.
 
-Real CT: tests/data/lidc_0006_ct_4mm.nii.gz, LIDC-IDRI-0006 block-averaged to 3.75 x 3.75 x 5 mm (LIDC-IDRI,
-CC BY 3.0, Armato et al., Med Phys 2011, DOI 10.7937/K9/TCIA.2015.LO9QL9SX; see tests/data/lidc_0006_ct_4mm.README.md).
+Real CT: tests/data/lidc_idri_0006_small/, LIDC-IDRI-0006 block-averaged to 2.5 x 2.5 x 5 mm (LIDC-IDRI, CC BY 3.0,
+Armato et al., Med Phys 2011, DOI 10.7937/K9/TCIA.2015.LO9QL9SX; see ATTRIBUTION.md there).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from dxr_core.nodules.models import (
 from dxr_core.nodules.observer import background_nps, npw_dprime
 from dxr_core.volume import Volume
 
-SAMPLE = Path(__file__).parent / "data" / "lidc_0006_ct_4mm.nii.gz"
+SAMPLE = Path(__file__).parent / "data" / "lidc_idri_0006_small" / "lidc_idri_0006_small.nrrd"
 
 
 @pytest.fixture(scope="module")
@@ -357,10 +357,10 @@ def test_dxr_drr_nodule_location_overlap_and_impossible_pair(tmp_path, capsys):
     out = tmp_path / "o"
     base = ["drr", "--ct", str(SAMPLE), "--out", str(out), "--size", "96", "--formats", "png,json", "--nodules", "3"]
     assert main(base + ["--nodule-location", "juxtapleural", "--nodule-overlap"]) == 0
-    coco = json.loads((out / "lidc_0006_ct_4mm.coco.json").read_text())
+    coco = json.loads((out / "lidc_idri_0006_small.coco.json").read_text())
     assert [a["location"] for a in coco["annotations"]] == ["juxtapleural"] * 3
     assert all("detectability" in a and "overlaps" in a for a in coco["annotations"])
-    side = json.loads((out / "lidc_0006_ct_4mm.json").read_text())
+    side = json.loads((out / "lidc_idri_0006_small.json").read_text())
     assert all(n["location"] == "juxtapleural" for n in side["nodules"])
     capsys.readouterr()
     assert main(base + ["--nodule-kinds", "ggo", "--nodule-shapes", "spiculated", "--force"]) == 2

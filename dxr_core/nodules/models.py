@@ -415,20 +415,24 @@ def _fissure_params(pts: np.ndarray) -> list[dict]:
     return out
 
 
-def fissure_distance(pts: np.ndarray, params: list[dict]) -> np.ndarray:
-    """Distance (mm) from LPS points to the nearest modelled fissure of their lung (inf where no model)."""
+def fissure_distances(pts: np.ndarray, params: list[dict]) -> np.ndarray:
+    """(N, 2) distances (mm) from LPS points to their lung's oblique and horizontal fissure (inf where none)."""
     pts = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
-    out = np.full(len(pts), np.inf)
+    out = np.full((len(pts), 2), np.inf)
     for prm in params:
         sel = pts[:, 0] < prm["x_mid"] if prm["side"] == "right" else pts[:, 0] >= prm["x_mid"]
         yz = pts[sel][:, 1:3]
-        d = np.abs((yz - prm["B"]) @ prm["n"])
+        out[sel, 0] = np.abs((yz - prm["B"]) @ prm["n"])
         if "zh" in prm:
             dz = np.abs(yz[:, 1] - prm["zh"])
             dy = np.maximum(yz[:, 0] - prm["y_int"], 0.0)
-            d = np.minimum(d, np.hypot(dz, dy))
-        out[sel] = d
+            out[sel, 1] = np.hypot(dz, dy)
     return out
+
+
+def fissure_distance(pts: np.ndarray, params: list[dict]) -> np.ndarray:
+    """Distance (mm) from LPS points to the nearest modelled fissure of their lung (inf where no model)."""
+    return fissure_distances(pts, params).min(axis=1)
 
 
 def fissure_normal(pt, params: list[dict]) -> np.ndarray:
@@ -496,15 +500,25 @@ class LungDistance:
         self._fissures()
         return self._fissure[1]
 
+    @property
+    def fissure_dist_other(self) -> np.ndarray:
+        """Distance (mm) from each lung cell's centre to the other (second nearest) fissure of its lung (inf if
+        none): a lentiform nodule flat on one fissure must stay clear of the other one."""
+        self._fissures()
+        return self._fissure[2]
+
     def _fissures(self):
         if self._fissure is None:
             cells = np.argwhere(self.dist > 0)
             pts = self.volume.index_to_world(self.cell_center_index(cells)) if len(cells) else np.zeros((0, 3))
             prm = _fissure_params(pts)
             fd = np.full(self.dist.shape, np.inf)
+            fo = np.full(self.dist.shape, np.inf)
             if len(cells):
-                fd[tuple(cells.T)] = fissure_distance(pts, prm)
-            self._fissure = (prm, fd)
+                both = fissure_distances(pts, prm)
+                fd[tuple(cells.T)] = both.min(axis=1)
+                fo[tuple(cells.T)] = both.max(axis=1)
+            self._fissure = (prm, fd, fo)
 
     def fissure_at(self, lps) -> float:
         return float(fissure_distance(np.asarray(lps, dtype=np.float64)[None], self.fissure_params)[0])
@@ -661,6 +675,7 @@ def random_nodules(
                 else:
                     fd = dist.fissure_dist
                     ok = (dist.dist >= body + 1.0) & (fd >= touch) & (fd <= touch + CONTACT_GAP_MM)
+                    ok &= dist.fissure_dist_other >= body
                 cells = np.argwhere(ok)
             if len(cells) == 0:
                 rejected["no_room"] += 1
