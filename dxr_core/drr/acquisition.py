@@ -280,9 +280,12 @@ class Processing:
     band_gains: tuple[float, ...] = (1.4, 1.8, 1.8, 1.5, 1.2, 1.0)  # finest first
     band_power: float = 0.7  # p of the non-linear band amplification
     band_scale: float = 0.02  # a (in normalised log units)
-    lowpass_gain: float = 0.55  # dynamic range compression of the coarsest band
-    tone_contrast: float = 6.0  # slope of the logistic tone curve
-    tone_midpoint: float = 0.5
+    # tone scale: set with bench/drr_realism.py against 86 real CC BY radiographs (docs/drr_physics.md, "Realism
+    # bench"): slope 6 / midpoint 0.5 / low-pass 0.55 put dense regions at a mean grey of 0.86 where real ones sit
+    # at 0.64; stronger range compression and a gentler, darker-centred curve match their regional histograms
+    lowpass_gain: float = 0.3  # dynamic range compression of the coarsest band
+    tone_contrast: float = 3.5  # slope of the logistic tone curve
+    tone_midpoint: float = 0.6
 
     def __post_init__(self) -> None:
         self.mode = str(self.mode).lower()
