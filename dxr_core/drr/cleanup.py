@@ -16,23 +16,30 @@ goes into the DRR sidecar under ``"cleanup"``). Steps run in this order:
    at least 10 % of its voxels, e.g. arms), back to full resolution by keeping the thresholded voxels within
    opening radius + 1 voxel of them, holes filled per slice (lungs, airways). Everything outside the body becomes
    air. This is the usual threshold / largest-component / morphology body mask of CT pre-processing.
-3. **fov** - completion of the body truncated by the FOV circle: per slice, the arcs of the circle where the
-   body touches it are found (sampled at 1 degree); over each arc the body is continued outward by a rounded cap
-   (extension ``L(u) = min(max_mm, chord / 2) * sqrt(1 - u^2)`` across the arc, u in [-1, 1]) filled with the
-   mean HU of the last 2..12 mm of tissue inside the circle at that angle; lengths and values are smoothed over
-   angle and z, and the grid is widened in x/y to hold the cap. The added tissue is an estimate, not a
-   measurement: the report flags it (``"synthetic": true``, the volume added, the largest extension).
+3. **fov** - completion of the body truncated by the FOV circle: per slice, the runs of angles (1 degree steps)
+   where the body touches the circle are found; over each run the body is continued outward by a rounded cap,
+   ``L(u) = min(max_mm, CAP_RATIO * chord) * sqrt(1 - u^2)`` with u in [-1, 1] across the run (CAP_RATIO 0.1,
+   max 50 mm), filled with the median soft-tissue HU (clipped to -150..100) of the last 2..12 mm inside the circle
+   at that angle; lengths are median-filtered over ~20 mm of z, then lengths and values are smoothed (Gaussian,
+   5 mm in z, 2 degrees), and the grid is widened in x/y to hold the cap. CAP_RATIO was chosen on phantoms cut by
+   a 300 mm circle (seeds 0-2: the mean error of the PA DRR at the body's sides against the uncut phantom falls
+   from 0.09 / 0.11 / 0.06 to 0.03 / 0.05 / 0.05). The added tissue is an estimate, not a measurement: the report
+   flags it (``"synthetic": true``, the volume added, the largest extension).
 4. **taper** - the scan range is continued by ``taper_mm`` (40 mm) at each end: the mean of the three end slices,
    faded to air with a raised-cosine weight, so the DRR shows a smooth fall-off instead of a step at the ends of
    the scan. The measured slices are unchanged; the added slices are flagged as synthetic.
-5. **contrast** - detection (always, when any step is on): lungs (HU < -400 inside the body), the mediastinum
-   (per-slice convex hull of the lungs minus the lungs, the bones and a 2 mm lung margin), its bulky soft tissue
-   (-50..700 HU, opened with a 5 mm disk), the largest 3-D component = the blood pool (heart and great vessels).
-   Its median HU above ``contrast_threshold_hu`` (150; unenhanced blood is 35..50 HU, enhanced blood pool
-   150..400 HU) marks a contrast-enhanced CT and raises a :class:`ContrastWarning`. With the step on, the
-   enhanced vessels (voxels above 100 HU connected to the blood pool, bones excluded, plus a one-voxel rim) are
-   mapped by ``h -> h - (B - 40) * clip((h - 40) / (B - 40), 0, 1)`` (B = the blood-pool median): 40 HU and
-   below unchanged, the blood pool to 40 HU, continuous and monotone.
+5. **contrast** - detection (always, when any step is on), on a ~2 mm grid: lungs (HU < -400 inside the body),
+   the mediastinum (per-slice convex hull of the lungs minus the lungs with a 2 mm margin and minus the bones:
+   cortex > 500 HU with what it encloses, 3 mm margin), restricted to the slices where the lungs have at least
+   half their largest cross-section (not the liver dome, not the apices) and to the anterior 60 % of the hull
+   (heart and ascending aorta, not the spine, whose marrow and partial-volumed discs reach 150-250 HU). Its bulky
+   tissue above 100 HU (opened with a 5 mm disk), largest 3-D component = the blood pool. Unenhanced blood and
+   muscle (35..60 HU) leave none or a few ml; an enhanced heart and great vessels hold hundreds of ml. A pool of
+   at least 100 ml with a median above ``contrast_threshold_hu`` (150) marks a contrast-enhanced CT and raises a
+   :class:`ContrastWarning` (LIDC-IDRI-0006: 168 HU, LIDC-IDRI-0013: 245 HU; both are enhanced). With the
+   step on, the enhanced vessels (voxels above 100 HU connected to the blood pool, bones excluded, plus a
+   one-voxel rim) are mapped by ``h -> h - (B - 40) * clip((h - 40) / (B - 40), 0, 1)`` (B = the pool median):
+   40 HU and below unchanged, the blood pool to 40 HU, continuous and monotone.
 
 The volume's geometry (spacing, direction) is kept; the fov and taper steps widen the grid symmetrically, so its
 centre (the default isocentre) does not move. ``dxr drr --cleanup table,fov,taper,contrast`` (or ``--preset``,
