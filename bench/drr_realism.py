@@ -83,8 +83,9 @@ def compare(real: list[np.ndarray], sets: dict[str, list[np.ndarray]]) -> dict:
 
 
 def table(title: str, res: dict) -> str:
-    lines = [title, f"  {'set':<10} {'n':>3} {'spectrum':>9} {'hist(mean)':>10} {'lung':>7} {'mediast':>7} "
-                    f"{'bone':>7}   mean grey (real vs set): lung / mediastinum / bone"]
+    head = (f"  {'set':<10} {'n':>3} {'spectrum':>9} {'hist(mean)':>10} {'lung':>7} {'mediast':>7} "
+            f"{'bone':>7}   mean grey (real vs set): lung / mediastinum / bone")
+    lines = [title, head]
     for name, r in res.items():
         m = r["region_means"]
         lines.append(f"  {name:<10} {r['n']:>3} {r['spectrum']:>9.4f} {r['histogram']:>10.4f} "

@@ -15,7 +15,13 @@ import pytest
 
 from dxr_core.cli import main
 from dxr_core.drr import Physics, make_geometry, render_drr
-from dxr_core.drr.cleanup import ContrastWarning, body_mask, cleanup_ct, detect_contrast, parse_steps
+from dxr_core.drr.cleanup import (
+    ContrastWarning,
+    body_mask,
+    cleanup_ct,
+    detect_contrast,
+    parse_steps,
+)
 from dxr_core.errors import OptionError
 from dxr_core.io import read_ct, read_radiograph
 from dxr_core.volume import Volume
@@ -139,7 +145,7 @@ def test_phantom_contrast_detected_warned_and_mapped(phantom):
     assert det["detected"] and det["blood_pool_median_hu"] > 250 and det["blood_pool_ml"] > 100
     vol = phantom.with_array(enhanced)
     with pytest.warns(ContrastWarning, match="contrast-enhanced"):
-        same, rep = cleanup_ct(vol, "table")
+        _, rep = cleanup_ct(vol, "table")
     assert rep["contrast"]["detected"] and not rep["contrast"]["mapped"] and rep["warnings"]
     with pytest.warns(ContrastWarning):
         mapped, rep = cleanup_ct(vol, "contrast")
@@ -158,7 +164,7 @@ def test_phantom_contrast_detected_warned_and_mapped(phantom):
 
 def test_phantom_fov_completion_removes_the_straight_truncation_edge(phantom):
     a = phantom.array
-    nz, ny, nx = a.shape
+    _, ny, nx = a.shape
     yy, xx = np.mgrid[0:ny, 0:nx]
     r = np.hypot((yy - (ny - 1) / 2) * phantom.spacing[1], (xx - (nx - 1) / 2) * phantom.spacing[0])
     cut = a.copy()

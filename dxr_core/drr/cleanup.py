@@ -53,7 +53,7 @@ are, and treats undiluted contrast above 500 HU (e.g. in the SVC during injectio
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -61,8 +61,16 @@ import numpy as np
 from dxr_core.errors import InputError, OptionError
 from dxr_core.volume import Volume
 
-__all__ = ["STEPS", "CleanupOptions", "ContrastWarning", "cleanup_ct", "parse_steps", "body_mask",
-           "detect_fov", "detect_contrast"]
+__all__ = [
+    "STEPS",
+    "CleanupOptions",
+    "ContrastWarning",
+    "body_mask",
+    "cleanup_ct",
+    "detect_contrast",
+    "detect_fov",
+    "parse_steps",
+]
 
 STEPS = ("table", "fov", "taper", "contrast")
 AIR_HU = -1000.0
