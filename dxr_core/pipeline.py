@@ -69,7 +69,7 @@ def render(volume, p: DRRParams):
         from dxr_core.nodules import add_nodules_to_drr
 
         drr, _with_nodules, labels = add_nodules_to_drr(drr, volume, nodules, seed=p.seed)
-        labels = [{k: v for k, v in lab.items() if k != "time_ms"} for lab in labels]
+        labels = [{k: v for k, v in lab.items() if not k.startswith("time_")} for lab in labels]  # no timings
     return drr, labels
 
 

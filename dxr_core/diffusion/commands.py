@@ -142,8 +142,30 @@ def run_enhance(args) -> int:
         dst = out / name
         desc = f"DDPM-HQ enhanced x{args.scale:g} ({args.sampler}, {enh.evaluations(args.sampler, args.steps)} NFE)"
         write_radiograph(res, new_spacing, dst, template_meta=meta, description=desc)
+        _carry_labels(f, dst, meta, img.shape, res.shape)
         print(f"{f} -> {dst} ({img.shape[1]}x{img.shape[0]} -> {res.shape[1]}x{res.shape[0]})", flush=True)
     return 0
+
+
+def _carry_labels(src: Path, dst: Path, meta: dict, lq_shape, hq_shape) -> None:
+    """A DRR's sidecar (projection matrix) and COCO labels, rescaled to the enhanced grid, next to the output."""
+    import json
+
+    from dxr_core.io.atomic import write_text_atomic
+    from dxr_core.io.radiograph import _stem
+    from dxr_core.nodules.rescale import rescale_coco, rescale_sidecar
+
+    sy, sx = hq_shape[0] / lq_shape[0], hq_shape[1] / lq_shape[1]
+    stem = _stem(dst)
+    side = meta.get("sidecar")
+    if side and dst.suffix.lower() != ".json":
+        write_text_atomic(dst.with_name(stem + ".json"), json.dumps(rescale_sidecar(side, hq_shape, sy, sx), indent=1))
+    coco_path = src.with_name(_stem(src) + ".coco.json")
+    if coco_path.is_file():
+        from dxr_core.nodules.labels import read_coco
+
+        coco = rescale_coco(read_coco(coco_path), hq_shape, sy, sx, file_name=dst.name)
+        write_text_atomic(dst.with_name(stem + ".coco.json"), json.dumps(coco, indent=1))
 
 
 def _init_path(init: str | None) -> str | None:

@@ -56,3 +56,42 @@ def rescale_label(label: Any, sy: float, sx: float) -> Any:
         x, y, w, h = (float(v) for v in out["bbox"])
         out["bbox"] = [x * sx, y * sy, w * sx, h * sy]
     return out
+
+
+def rescale_projection(P, sy: float, sx: float) -> list:
+    """The 3x4 projection matrix of the grid resampled by (sy, sx): ``scale_matrix @ P``."""
+    return (scale_matrix(sy, sx) @ np.asarray(P, dtype=np.float64)).tolist()
+
+
+def rescale_sidecar(side: dict, shape: tuple[int, int], sy: float, sx: float) -> dict:
+    """A DRR's JSON sidecar for its resampled (enhanced) image of ``shape`` (rows, cols): projection matrix,
+    detector size and pixel spacing follow the new grid; the low-resolution values are kept under ``lq``."""
+    out = dict(side)
+    geo = dict(side.get("geometry") or {})
+    lq = {k: geo.get(k) for k in ("size", "pixel_spacing_mm", "projection_matrix") if k in geo}
+    if geo.get("projection_matrix") is not None:
+        geo["projection_matrix"] = rescale_projection(geo["projection_matrix"], sy, sx)
+    if geo.get("pixel_spacing_mm") is not None:
+        geo["pixel_spacing_mm"] = [float(geo["pixel_spacing_mm"][0]) / sy, float(geo["pixel_spacing_mm"][1]) / sx]
+    geo["size"] = [int(shape[0]), int(shape[1])]
+    out["geometry"] = geo
+    if side.get("projection_matrix") is not None:
+        out["projection_matrix"] = rescale_projection(side["projection_matrix"], sy, sx)
+    out["lq"] = lq
+    return out
+
+
+def rescale_coco(coco: dict, shape: tuple[int, int], sy: float, sx: float, file_name: str | None = None) -> dict:
+    """A COCO file of one DRR for its resampled image: annotations via :func:`rescale_label`, image size and
+    projection matrix of the new grid."""
+    out = dict(coco)
+    out["images"] = []
+    for im in coco.get("images", []):
+        im = dict(im, width=int(shape[1]), height=int(shape[0]))
+        if im.get("projection_matrix") is not None:
+            im["projection_matrix"] = rescale_projection(im["projection_matrix"], sy, sx)
+        if file_name:
+            im["file_name"] = file_name
+        out["images"].append(im)
+    out["annotations"] = rescale_labels(coco.get("annotations", []), sy, sx)
+    return out
