@@ -13,10 +13,12 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "labels": ["CATEGORY_IDS", "add_nodules_to_drr", "projected_mask", "read_coco", "rle_decode", "rle_encode",
-            "to_coco", "visibility", "write_coco"],
+            "to_coco", "visibility", "detectability", "write_coco"],
+        "observer": ["background_nps", "npw_dprime"],
         "mask": ["lung_mask"],
         "rescale": ["rescale_label", "rescale_labels", "scale_matrix"],
-        "models": ["KINDS", "SHAPES", "LungDistance", "Nodule", "check_inside_lung", "insert_nodules",
-            "nodule_patch", "random_nodules"],
+        "models": ["KINDS", "SHAPES", "LOCATIONS", "LOCATION_MIX", "KIND_PRIOR", "SHAPE_GIVEN_KIND", "IMPOSSIBLE",
+            "LungDistance", "Nodule", "check_inside_lung", "ct_psf_sigma_mm", "fissure_distance", "insert_nodules",
+            "joint_distribution", "nodule_patch", "random_nodules"],
     },
 )
