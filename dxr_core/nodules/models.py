@@ -96,7 +96,8 @@ class Nodule:
         if self.shape not in SHAPES:
             raise OptionError(f"Unknown nodule shape {self.shape!r}; use one of {', '.join(SHAPES)}.")
         if (self.kind, self.shape) in IMPOSSIBLE:
-            raise OptionError(f"A {self.shape} {self.kind} nodule does not occur: {IMPOSSIBLE[(self.kind, self.shape)]}; "
+            why = IMPOSSIBLE[(self.kind, self.shape)]
+            raise OptionError(f"A {self.shape} {self.kind} nodule does not occur: {why}; "
                               f"choose a shape among {', '.join(allowed_shapes(self.kind))}.")
         if self.location not in LOCATIONS + ("unspecified",):
             raise OptionError(f"Unknown nodule location {self.location!r}; use one of {', '.join(LOCATIONS)}.")
@@ -283,7 +284,8 @@ def ct_psf_sigma_mm(volume: Volume) -> np.ndarray:
         thick = None
     if not thick or not np.isfinite(thick) or thick <= 0:
         thick = float(sp[2])
-    total = np.array([max(KERNEL_SIGMA_XY_MM, sp[0] / math.sqrt(12.0)), max(KERNEL_SIGMA_XY_MM, sp[1] / math.sqrt(12.0)),
+    box = sp / math.sqrt(12.0)
+    total = np.array([max(KERNEL_SIGMA_XY_MM, box[0]), max(KERNEL_SIGMA_XY_MM, box[1]),
                       max(thick / 2.3548, sp[2] / math.sqrt(12.0))])
     return np.sqrt(np.maximum(total**2 - sp**2 / 12.0, 0.0))
 
@@ -596,7 +598,8 @@ def _location_plan(location, kinds, shapes) -> tuple[list[str], np.ndarray]:
         locs = list(location)
     bad = [l for l in locs if l not in LOCATIONS]
     if bad:
-        raise OptionError(f"Unknown nodule location {', '.join(map(str, bad))}; use random or one of {', '.join(LOCATIONS)}.")
+        raise OptionError(f"Unknown nodule location {', '.join(map(str, bad))}; "
+                          f"use random or one of {', '.join(LOCATIONS)}.")
     usable = [l for l in locs if len(_choices(kinds, shapes, l)[0])]
     if not usable:
         if locs == ["perifissural"]:
