@@ -92,7 +92,7 @@ def as_points(value: Any, key: str) -> np.ndarray:
 
 
 #: every request key the ``drr`` task reads (aliases included); anything else is refused with 422
-DRR_KEYS = ("view", "size", "pixel_spacing", "sid", "sad", "rotation", "mode", "kvp", "energy_kev", "dose", "seed",
+DRR_KEYS = ("preset", "view", "size", "pixel_spacing", "sid", "sad", "rotation", "mode", "kvp", "energy_kev", "dose", "seed",
             "output_dtype", "nodules", "nodule_count", "nodule_points", "nodule_at", "nodule_type", "nodule_types",
             "nodule_kind", "nodule_kinds", "nodule_shape", "nodule_shapes", "nodule_size", "nodule_diameter",
             "nodule_seed")
@@ -108,6 +108,7 @@ MAX_NODULES = 20
 class DRRParams:
     """A validated DRR request (everything ``dxr_core`` needs, in its own units)."""
 
+    preset: str | None = None  # pa-chest / ap-portable / lateral: clinical acquisition + CT clean-up (opt-in)
     view: str = "pa"
     size: Tuple[int, int] = (512, 512)
     pixel_spacing: float | None = None
@@ -133,8 +134,13 @@ class DRRParams:
         """Check a request (CLI options, server params) and return it in ``dxr_core``'s units; OptionError -> 422."""
         from dxr_core.drr.geometry import VIEWS
 
+        from dxr_core.drr.presets import PRESET_NAMES, get_preset
+
         p = cls()
-        p.view = as_choice(param(req, "view", "pa"), "view", VIEWS)
+        if param(req, "preset") not in (None, "none"):
+            p.preset = as_choice(param(req, "preset"), "preset", PRESET_NAMES)
+        pr = get_preset(p.preset) if p.preset else None
+        p.view = as_choice(param(req, "view", pr.view if pr else "pa"), "view", VIEWS)
         p.size = as_size(param(req, "size", 512), "size", 16, max_size)
         if param(req, "pixel_spacing") is not None:
             p.pixel_spacing = as_float(param(req, "pixel_spacing"), "pixel_spacing", 0.0, 20.0, lo_open=True)
@@ -145,7 +151,7 @@ class DRRParams:
                               "patient sits between the source and the detector.")
         p.rotation = as_float(param(req, "rotation", 0.0), "rotation", -360.0, 360.0)
         p.mode = as_choice(param(req, "mode", "poly"), "mode", ("mono", "poly"))
-        p.kvp = as_float(param(req, "kvp", 120.0), "kvp", KVP_RANGE[0], KVP_RANGE[1])
+        p.kvp = as_float(param(req, "kvp", pr.kvp if pr else 120.0), "kvp", KVP_RANGE[0], KVP_RANGE[1])
         if param(req, "energy_kev") is not None:
             if p.mode != "mono":
                 raise OptionError("Parameter 'energy_kev' applies to mode 'mono' only; drop it or add \"mode\": \"mono\".")

@@ -11,6 +11,7 @@ request, so the same request gives the same pixels and labels everywhere.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Sequence
 
 import numpy as np
@@ -55,14 +56,34 @@ def make_nodules(volume, p: DRRParams) -> list:
 
 def render(volume, p: DRRParams):
     """CT (HU) + request -> (DRR, nodule labels): geometry, physics, base render, then each nodule added by
-    re-tracing only the rays through it."""
+    re-tracing only the rays through it. With ``p.preset`` the clinical acquisition (scatter, grid, detector,
+    processing) is simulated and the CT is cleaned up first (couch, field of view, scan ends, contrast), as
+    ``dxr drr --preset`` does; the clean-up report is in ``drr.meta["cleanup"]``."""
     from dxr_core.drr import make_geometry, render_drr
 
-    geometry = make_geometry(
-        volume, view=p.view, sid_mm=p.sid, sad_mm=p.sad, size=p.size, pixel_spacing_mm=p.pixel_spacing,
-        rotation_deg=p.rotation,
-    )
-    drr = render_drr(volume, geometry, make_physics(p), seed=p.seed)
+    acquisition, report = None, None
+    if p.preset:
+        from dxr_core.drr.cleanup import cleanup_ct
+        from dxr_core.drr.presets import preset_acquisition, preset_geometry, preset_physics
+
+        # the detector is fitted to the measured CT, before clean-up widens its grid (as `dxr drr` does)
+        geometry = preset_geometry(volume, p.preset, size=p.size, pixel_spacing_mm=p.pixel_spacing,
+                                   rotation_deg=p.rotation)
+        physics = preset_physics(p.preset, mode=p.mode, kvp=p.kvp, photons_per_pixel=p.dose or None,
+                                 energy_kev=p.energy_kev)
+        acquisition = preset_acquisition(p.preset)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a contrast warning is in the report (and the sidecar)
+            volume, report = cleanup_ct(volume, "table,fov,taper,contrast")
+    else:
+        geometry = make_geometry(
+            volume, view=p.view, sid_mm=p.sid, sad_mm=p.sad, size=p.size, pixel_spacing_mm=p.pixel_spacing,
+            rotation_deg=p.rotation,
+        )
+        physics = make_physics(p)
+    drr = render_drr(volume, geometry, physics, seed=p.seed, acquisition=acquisition)
+    if report is not None:
+        drr.meta["cleanup"] = report
     labels: list = []
     nodules = make_nodules(volume, p)
     if nodules:
@@ -88,6 +109,8 @@ def drr_result_json(drr, labels: Sequence[Any], p: DRRParams, pixel_spacing, siz
         "format": "nrrd",
         "photometric": "MONOCHROME2 (bone bright)",
     }
+    if drr.meta.get("cleanup") is not None:
+        out["cleanup"] = jsonable(drr.meta["cleanup"])
     out["nodules"] = jsonable(list(labels))
     out["request"] = p.to_dict()
     return out

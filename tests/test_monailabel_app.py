@@ -254,6 +254,7 @@ def _png_bytes() -> bytes:
         ("drr", "phantom", {"size": "big"}, None, 422, "size"),
         ("drr", "phantom", {"kvp": 500}, None, 422, "kvp"),
         ("drr", "phantom", {"view": "oblique"}, None, 422, "view"),
+        ("drr", "phantom", {"preset": "xray"}, None, 422, "preset"),
         ("drr", "phantom", {"sad": 2000, "sid": 1500}, None, 422, "sad"),
         ("drr", "phantom", {"nodule_points": [[1, 2]]}, None, 422, "nodule_points"),
         ("drr_enhance", "phantom", {"sampler": "euler"}, None, None, "sampler"),

@@ -111,6 +111,7 @@ def draw(job: Job, cfg: DatasetConfig) -> dict[str, Any]:
     with_nodules = rng.random() >= cfg.nodule_free
     n = int(rng.integers(cfg.nodules[0], cfg.nodules[1] + 1)) if with_nodules else 0
     return {
+        "preset": cfg.preset if cfg.preset != "none" else None,
         "view": str(cfg.views[int(rng.integers(len(cfg.views)))]),
         "rotation": float(rng.uniform(*cfg.rotation_deg)),
         "kvp": float(rng.uniform(*cfg.kvp)),
@@ -176,7 +177,7 @@ def build(ct_dir: str | Path, out: str | Path, cfg: DatasetConfig, rank: int = 0
                 volume_of = job.ct
             t1 = time.perf_counter()
             params = draw(job, cfg)
-            p = DRRParams.from_request(params, max_size=4096)
+            p = DRRParams.from_request({k: v for k, v in params.items() if v is not None}, max_size=4096)
             drr, labels = render(volume, p)
             t2 = time.perf_counter()
             lq_geometry = drr.geometry

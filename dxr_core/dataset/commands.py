@@ -45,6 +45,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder")
     p.add_argument("--config", metavar="TOML", help="dataset configuration file")
     p.add_argument("--images-per-ct", type=int, dest="images_per_ct")
+    p.add_argument("--preset", help="pa-chest (default), ap-portable, lateral, or none (raw DRR)")
     p.add_argument("--views", type=_list, metavar="LIST", help="pa,ap,lateral,rlat (drawn per image)")
     p.add_argument("--rotation-deg", type=_pair(float), dest="rotation_deg", metavar="MIN,MAX")
     p.add_argument("--kvp", type=_pair(float), metavar="MIN,MAX")
@@ -70,7 +71,7 @@ def add_commands(subparsers) -> None:
     m.set_defaults(run=run_merge)
 
 
-KEYS = ("images_per_ct", "views", "rotation_deg", "kvp", "dose", "size", "nodules", "nodule_free", "nodule_kinds",
+KEYS = ("images_per_ct", "preset", "views", "rotation_deg", "kvp", "dose", "size", "nodules", "nodule_free", "nodule_kinds",
         "nodule_size_mm", "enhance", "model", "sampler", "steps", "scale", "formats", "split", "seed")
 
 

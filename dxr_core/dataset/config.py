@@ -3,6 +3,7 @@
 Example ``dataset.toml`` (every key optional; these are the defaults)::
 
     images_per_ct = 4          # radiographs per CT
+    preset = "pa-chest"        # clinical acquisition + CT clean-up (pa-chest, ap-portable, lateral), or "none"
     views = ["pa"]             # drawn uniformly per image: pa, ap, lateral, rlat
     rotation_deg = [-5, 5]     # pose jitter about the long axis (uniform)
     kvp = [110, 130]           # tube voltage range (uniform)
@@ -40,6 +41,7 @@ FORMATS = ("png", "dcm")
 @dataclass
 class DatasetConfig:
     images_per_ct: int = 4
+    preset: str = "pa-chest"
     views: list = field(default_factory=lambda: ["pa"])
     rotation_deg: list = field(default_factory=lambda: [-5.0, 5.0])
     kvp: list = field(default_factory=lambda: [110.0, 130.0])
@@ -80,6 +82,10 @@ class DatasetConfig:
             raise OptionError(f"size must be 16..4096 pixels; got {self.size!r}.")
         if not 0 <= float(self.nodule_free) <= 1:
             raise OptionError(f"nodule_free must be a share in [0, 1]; got {self.nodule_free!r}.")
+        from dxr_core.drr.presets import PRESET_NAMES
+
+        if self.preset not in (*PRESET_NAMES, "none"):
+            raise OptionError(f"preset must be one of {', '.join(PRESET_NAMES)} or none; got {self.preset!r}.")
         bad = [v for v in self.views if v not in VIEWS]
         if not self.views or bad:
             raise OptionError(f"views must be a non-empty list of {', '.join(VIEWS)}; got {self.views!r}.")

@@ -3,6 +3,8 @@
 Request parameters (all optional; JSON body ``params`` of ``POST /infer/drr?image=<study>``):
 
 =================  ==========================================================================================
+preset             pa-chest, ap-portable or lateral: clinical acquisition (scatter, grid, CsI detector, processing)
+                   and CT clean-up, as ``dxr drr --preset``; default none (the raw DRR)
 view               pa (default), ap, lateral/llat, rlat
 size               detector pixels: 512 (default) or [rows, cols]; 16 .. --conf max_size
 pixel_spacing      detector pixel pitch in mm (default: fit the whole CT on the detector)
@@ -74,7 +76,7 @@ class DRRTask(BasicInferTask):
             labels=["nodule"],
             dimension=3,
             description="CT -> digitally reconstructed radiograph (float32 or uint16 NRRD with pixel spacing) + JSON "
-            "with the projection matrix; optional synthetic lung nodules with exact 2-D labels. Params: view, size, "
+            "with the projection matrix; optional synthetic lung nodules with exact 2-D labels. Params: preset, view, size, "
             "pixel_spacing, sid, sad, rotation, mode, kvp, energy_kev, dose, seed, output_dtype, nodules, "
             "nodule_points, nodule_type, nodule_shape, nodule_size, nodule_seed.",
             config={"view": "pa", "size": 512, "mode": "poly", "kvp": 120, "dose": 0, "seed": 0, "nodules": 0,
