@@ -22,10 +22,11 @@ def run_demo(out_dir: str | Path, seed: int = 0, size: int = 512, n_nodules: int
     Writes ``<view>.{dcm,png,nrrd,json}`` + ``<view>.coco.json`` and, when weights are installed,
     ``<view>_enhanced.{png,dcm}`` into ``out_dir``; returns a summary dict (also written as ``summary.json``).
     """
-    from dxr_core.drr import Physics, make_geometry, render_drr
     from dxr_core.io import read_radiograph, write_drr, write_radiograph
-    from dxr_core.nodules import add_nodules_to_drr, random_nodules, to_coco, write_coco
+    from dxr_core.nodules import rescale_coco, to_coco, write_coco
+    from dxr_core.params import DRRParams
     from dxr_core.phantom import make_chest_phantom
+    from dxr_core.pipeline import enhance_drr, render
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -33,8 +34,8 @@ def run_demo(out_dir: str | Path, seed: int = 0, size: int = 512, n_nodules: int
     t0 = time.perf_counter()
     log(f"[demo] voxelising chest phantom (seed {seed}) ...")
     ct = make_chest_phantom(seed=seed)
-    nodules = random_nodules(ct, n_nodules, seed=seed) if n_nodules else []
-    summary["ct"] = {"shape_xyz": list(ct.shape_xyz), "spacing_mm": list(ct.spacing), "seconds": round(time.perf_counter() - t0, 2)}
+    summary["ct"] = {"shape_xyz": list(ct.shape_xyz), "spacing_mm": list(ct.spacing),
+                     "seconds": round(time.perf_counter() - t0, 2)}
 
     enhancer = None
     if enhance:
@@ -48,24 +49,28 @@ def run_demo(out_dir: str | Path, seed: int = 0, size: int = 512, n_nodules: int
 
     for view in views:
         t1 = time.perf_counter()
-        geometry = make_geometry(ct, view=view, size=(size, size))
-        drr = render_drr(ct, geometry, Physics(mode="poly", kvp=120.0), seed=seed)  # as `dxr drr` and the training pairs
-        labels = []
-        if nodules:
-            drr, _, labels = add_nodules_to_drr(drr, ct, nodules, seed=seed)
+        # the one pipeline (as `dxr dataset` and the MONAI Label tasks): poly 120 kVp, nodules placed with seed
+        p = DRRParams.from_request({"view": view, "size": size, "seed": seed, "nodules": n_nodules})
+        drr, labels = render(ct, p)
         paths = write_drr(drr, out, view, extra_sidecar={"nodules": labels})
-        write_coco(out / f"{view}.coco.json", to_coco([(paths["png"].name, drr, labels)]))
+        coco = to_coco([(paths["png"].name, drr, labels)])
+        write_coco(out / f"{view}.coco.json", coco)
         info: dict = {"drr_seconds": round(time.perf_counter() - t1, 2), "files": [p.name for p in paths.values()],
-                      "nodules": [{k: lab[k] for k in ("category", "bbox", "diameter_mm", "visibility")} for lab in labels]}
-        log(f"[demo] {view}: DRR {size}x{size} with {len(labels)} nodule(s) in {info['drr_seconds']} s -> {paths['png']}")
+                      "nodules": [{k: lab[k] for k in ("category", "bbox", "diameter_mm", "visibility")}
+                                  for lab in labels]}
+        log(f"[demo] {view}: DRR {size}x{size} with {len(labels)} nodule(s) in {info['drr_seconds']} s -> "
+            f"{paths['png']}")
         if enhancer is not None:
             t2 = time.perf_counter()
-            hq = enhancer.enhance(drr.image, scale=2.0, sampler=sampler, steps=steps, seed=seed, progress=True)
-            spacing = tuple(s / 2.0 for s in drr.geometry.pixel_spacing_mm)
+            hq, grid, _hq_labels = enhance_drr(drr, labels, enhancer, scale=2.0, sampler=sampler, steps=steps,
+                                               seed=seed)
             _, _, dcm_meta = read_radiograph(paths["dcm"])  # the enhanced DX carries the DRR's patient/study tags
             for ext in ("png", "dcm"):
-                write_radiograph(hq, spacing, out / f"{view}_enhanced.{ext}", template_meta=dcm_meta,
-                                 description=f"DDPM-HQ {sampler} {steps} steps x2")
+                write_radiograph(hq, tuple(grid.pixel_spacing_mm), out / f"{view}_enhanced.{ext}",
+                                 template_meta=dcm_meta, description=f"DDPM-HQ {sampler} {steps} steps x2")
+            write_coco(out / f"{view}_enhanced.coco.json",
+                       rescale_coco(coco, hq.shape, hq.shape[0] / size, hq.shape[1] / size,
+                                    file_name=f"{view}_enhanced.png"))
             info["enhance_seconds"] = round(time.perf_counter() - t2, 2)
             info["enhanced_size"] = list(hq.shape)
             log(f"[demo] {view}: enhanced to {hq.shape[1]}x{hq.shape[0]} in {info['enhance_seconds']} s")

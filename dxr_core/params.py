@@ -95,9 +95,10 @@ def as_points(value: Any, key: str) -> np.ndarray:
 DRR_KEYS = ("preset", "view", "size", "pixel_spacing", "sid", "sad", "rotation", "mode", "kvp", "energy_kev", "dose", "seed",
             "output_dtype", "nodules", "nodule_count", "nodule_points", "nodule_at", "nodule_type", "nodule_types",
             "nodule_kind", "nodule_kinds", "nodule_shape", "nodule_shapes", "nodule_size", "nodule_diameter",
-            "nodule_seed")
+            "nodule_seed", "nodule_location", "nodule_overlap")
 NODULE_TYPES = ("solid", "part_solid", "ggo", "calcified")  # = dxr_core.nodules.models.KINDS (tested)
 NODULE_SHAPES = ("sphere", "ellipsoid", "lobulated", "spiculated")  # = dxr_core.nodules.models.SHAPES (tested)
+NODULE_LOCATIONS = ("random", "intraparenchymal", "juxtapleural", "perifissural")
 OUTPUT_DTYPES = ("float32", "uint16")  # float32 keeps [0, 1]; uint16 stores round(value * 65535)
 KVP_RANGE = (20.0, 150.0)  # tube voltages the spectrum model covers (spekpy), as `dxr drr --kvp`
 ENERGY_RANGE = (1.0, 500.0)  # mono energies the attenuation tables cover (xraydb), as `dxr drr --energy-kev`
@@ -127,6 +128,8 @@ class DRRParams:
     nodule_shapes: list | None = None
     nodule_size: Tuple[float, float] = (6.0, 20.0)
     nodule_seed: int | None = None
+    nodule_location: str = "random"  # random (literature mix), intraparenchymal, juxtapleural, perifissural
+    nodule_overlap: bool = False  # allow projected boxes to overlap (default: random nodules keep them apart)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -191,6 +194,8 @@ class DRRParams:
                 p.nodule_size = (d, d)
         if param(req, "nodule_seed") is not None:
             p.nodule_seed = as_int(param(req, "nodule_seed"), "nodule_seed", 0, 2**31 - 1)
+        p.nodule_location = as_choice(param(req, "nodule_location", "random"), "nodule_location", NODULE_LOCATIONS)
+        p.nodule_overlap = as_bool(param(req, "nodule_overlap", False), "nodule_overlap")
         return p
 
     def to_dict(self) -> Dict[str, Any]:

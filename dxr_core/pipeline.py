@@ -21,8 +21,9 @@ from dxr_core.io.radiograph import jsonable
 from dxr_core.params import DRRParams, make_physics
 
 
-def make_nodules(volume, p: DRRParams) -> list:
-    """The nodules of a request, exactly as ``dxr drr``'s nodule hook places them (points first, then random)."""
+def make_nodules(volume, p: DRRParams, geometry=None) -> list:
+    """The nodules of a request (points first, then random ones); ``dxr drr``'s nodule hook calls this too.
+    ``geometry``: the render's, so random nodules keep their projected boxes apart in that view."""
     if not p.nodules and not p.nodule_points:
         return []
     from dxr_core.nodules import LungDistance, Nodule, check_inside_lung, random_nodules
@@ -50,7 +51,8 @@ def make_nodules(volume, p: DRRParams) -> list:
             check_inside_lung(n, lung)
             out.append(n)
     out += random_nodules(volume, p.nodules, seed=seed, kinds=p.nodule_types, shapes=p.nodule_shapes,
-                          diameter_range=tuple(p.nodule_size), lung=lung)
+                          diameter_range=tuple(p.nodule_size), lung=lung, location=p.nodule_location,
+                          avoid_overlap=not p.nodule_overlap, geometry=geometry)
     return out
 
 
@@ -85,7 +87,7 @@ def render(volume, p: DRRParams):
     if report is not None:
         drr.meta["cleanup"] = report
     labels: list = []
-    nodules = make_nodules(volume, p)
+    nodules = make_nodules(volume, p, geometry=drr.geometry)
     if nodules:
         from dxr_core.nodules import add_nodules_to_drr
 

@@ -34,3 +34,7 @@ def test_demo_end_to_end(tmp_path):
     up = np.kron(drr, np.ones((2, 2)))
     assert np.corrcoef(up.ravel(), hq.ravel())[0, 1] > 0.9
     assert "done in" in proc.stdout
+    # the labels follow the enhanced grid: same nodule, boxes 2x
+    hq_coco = json.loads((out / "pa_enhanced.coco.json").read_text())
+    assert hq_coco["images"][0]["width"] == 256
+    assert hq_coco["annotations"][0]["bbox"] == [2 * v for v in coco["annotations"][0]["bbox"]]

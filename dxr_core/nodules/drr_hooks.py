@@ -97,22 +97,15 @@ def after_render(job) -> None:
         return
     _validate(args)
     from dxr_core.nodules.labels import add_nodules_to_drr, to_coco, write_coco
-    from dxr_core.nodules.models import LungDistance, Nodule, check_inside_lung, random_nodules
+    from dxr_core.params import DRRParams
+    from dxr_core.pipeline import make_nodules
 
-    seed = int(args.nodule_seed if args.nodule_seed is not None else job.seed)
-    lung = LungDistance(job.volume)
-    nods = []
-    kinds = args.nodule_kinds or ["solid"]
-    for i, p in enumerate(args.nodule_at or []):
-        lo, hi = args.nodule_diameter
-        n = Nodule(kind=kinds[i % len(kinds)], diameter_mm=(lo + hi) / 2.0, center_lps=p,
-                   shape=(args.nodule_shapes or ["sphere"])[0], seed=seed + i)
-        check_inside_lung(n, lung)
-        nods.append(n)
-    nods += random_nodules(job.volume, int(args.nodules), seed=seed, kinds=args.nodule_kinds,
-                           shapes=args.nodule_shapes, diameter_range=tuple(args.nodule_diameter), lung=lung,
-                           location=getattr(args, "nodule_location", "random"),
-                           avoid_overlap=not getattr(args, "nodule_overlap", False))
+    p = DRRParams(seed=int(job.seed), nodules=int(args.nodules), nodule_types=args.nodule_kinds,
+                  nodule_points=[list(q) for q in args.nodule_at] if args.nodule_at else None,
+                  nodule_shapes=args.nodule_shapes, nodule_size=tuple(args.nodule_diameter),
+                  nodule_seed=args.nodule_seed, nodule_location=getattr(args, "nodule_location", "random"),
+                  nodule_overlap=bool(getattr(args, "nodule_overlap", False)))
+    nods = make_nodules(job.volume, p, geometry=job.drr.geometry)
     drr, _vol, labels = add_nodules_to_drr(job.drr, job.volume, nods, seed=job.seed)
     job.drr = drr
     path = Path(job.out_dir) / f"{job.stem}.coco.json"
