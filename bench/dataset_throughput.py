@@ -53,7 +53,8 @@ def main() -> int:
     rate_e, rate_d = 3600 * n / dt_e, 3600 * res_d["done"] / dt_d
     share = " | ".join(f"{k} {100 * v:.0f}%" for k, v in res_e["share"].items())
     side = args.size * 2
-    print(f"dataset_throughput: enhanced {side}^2 (ddim {args.steps}, {args.threads} threads): {rate_e:.0f} images/hour "
+    print(f"dataset_throughput: enhanced {side}^2 (ddim {args.steps}, {args.threads} threads): "
+          f"{rate_e:.0f} images/hour "
           f"({n} images in {dt_e:.0f} s, CT read included) | stages: {share}")
     print(f"dataset_throughput: without enhancement ({args.size}^2 DRR + labels): {rate_d:.0f} images/hour | ratio "
           f"{rate_d / rate_e:.1f}x")

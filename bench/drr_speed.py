@@ -3,12 +3,13 @@
 CT: synthetic chest-like HU volume, 512x512x300 at 0.7x0.7x1.25 mm (``--quick``: 256x256x150 at 1.4x1.4x2.5 mm),
 PA, SAD 1000, SID 1500, 512x512 detector (quick: 256x256). Ours: ``render_drr`` with the volume already in memory,
 warm (one untimed call first), best of ``--repeats``. Plastimatch: ``plastimatch drr -i exact --hu-conversion none``
-on an MHA of the attenuation volume; its compute time = wall time (best of 3) minus the wall time (best of 3) of the same
-command with a 1x1 detector (= loading/writing only). Peak memory of a 2000x2000 render is measured in a fresh
+on an MHA of the attenuation volume; its compute time = wall time (best of 3) minus the wall time (best of 3) of the
+same command with a 1x1 detector (= loading/writing only). Peak memory of a 2000x2000 render is measured in a fresh
 subprocess as its ``VmHWM`` (peak resident set of its own address space, whole process incl. the CT and
 Python/torch). The opt-in acquisition steps (scatter + grid, CsI detector, multiscale processing; see
-docs/drr_physics.md) are timed one by one at 512x512 on the pa-chest preset. Not ``ru_maxrss``: on Linux that survives fork + exec, so a child would report the benchmark
-parent's larger RSS (it did: 2.6 GB reported for a 1.1 GB child).
+docs/drr_physics.md) are timed one by one at 512x512 on the pa-chest preset. Not ``ru_maxrss``: on Linux that
+survives fork + exec, so a child would report the benchmark parent's larger RSS (it did: 2.6 GB reported for a
+1.1 GB child).
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def run_plastimatch(mha, det, spacing, out_dir, iso):
     rows, cols = det
     cmd = ["plastimatch", "drr", "-i", "exact", "--hu-conversion", "none", "-t", "pfm",
            "-r", f"{cols} {rows}", "-z", f"{cols * spacing} {rows * spacing}", "--sad", "1000", "--sid", "1500",
-           "-o", " ".join(str(v) for v in iso), "--nrm", "0 1 0", "--vup", "0 0 1", "-O", os.path.join(out_dir, f"p{rows}_"), mha]
+           "-o", " ".join(str(v) for v in iso), "--nrm", "0 1 0", "--vup", "0 0 1",
+           "-O", os.path.join(out_dir, f"p{rows}_"), mha]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     return time.perf_counter() - t
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
     ours = []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        d = render_drr(v, g, device=args.device)
+        render_drr(v, g, device=args.device)
         if args.device != "cpu":
             torch.cuda.synchronize()
         ours.append(time.perf_counter() - t)
@@ -160,7 +162,8 @@ def main(argv=None) -> int:
     print(acquisition_step_costs(v, args.repeats))
     if not args.quick:
         dt, mb = peak_memory_child(shape, spacing, (2000, 2000))
-        print(f"drr_speed: ours 2000x2000 {dt:.2f} s (cold process, includes kernel load) | peak RSS {mb / 1024:.2f} GB "
+        print(f"drr_speed: ours 2000x2000 {dt:.2f} s (cold process, includes kernel load) "
+              f"| peak RSS {mb / 1024:.2f} GB "
               f"(VmHWM of a fresh subprocess, whole process incl. the 0.3 GB CT) (goal <= 3 GB)")
     print(json.dumps({"ours_s": t_ours, "ratio": ratio}))
     return 0

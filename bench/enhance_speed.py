@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     ours = json.loads(subprocess.run(base + ["--child", "ours"], check=True, capture_output=True, text=True,
                                      env=env).stdout.strip().splitlines()[-1])
     print(f"cpu: {os.cpu_count()} cores, torch threads {args.threads}, load average {load:.1f} at start")
-    print(f"ours   preset={ours['preset']} params={ours['params'] / 1e6:.2f}M 512->1024 {DEFAULT_SAMPLER} {args.steps} evals "
+    print(f"ours   preset={ours['preset']} params={ours['params'] / 1e6:.2f}M 512->1024 "
+          f"{DEFAULT_SAMPLER} {args.steps} evals "
           f"tile={args.tile}: {ours['seconds']:.1f} s ({ours['per_eval']:.2f} s/eval), peak RSS "
           f"{ours['peak_rss_mb']:.0f} MB -> goal <=30 s: {'MET' if ours['seconds'] <= 30 else 'NOT MET'}, "
           f"<=4 GB: {'MET' if ours['peak_rss_mb'] <= 4096 else 'NOT MET'}")

@@ -100,7 +100,8 @@ def main() -> int:
           f"invented {mean(1, 'invented'):.2e}")
     print(f"real_enhance: dPSNR {mean(0, 'psnr') - mean(1, 'psnr'):+.2f} dB; >= +0.5 dB with SSIM >= bicubic on "
           f"{wins}/{len(rows)} images ({100 * wins / max(1, len(rows)):.0f} %, goal >= 90 %); noise "
-          f"{mean(0, 'noise'):.2f}x (goal <= 1.1); invented {mean(0, 'invented') / max(mean(1, 'invented'), 1e-12):.2f}x "
+          f"{mean(0, 'noise'):.2f}x (goal <= 1.1); "
+          f"invented {mean(0, 'invented') / max(mean(1, 'invented'), 1e-12):.2f}x "
           "bicubic's (goal <= 1)")
     return 0
 

@@ -7,8 +7,8 @@ Held-out data: synthetic pairs from dxr_core.data.make_pair with seeds never use
 the first --images pairs of DIR/lq + DIR/hq (e.g. written by dxr_core.data.pairs_from_phantom with a seed the model
 never saw), each cut to a --crop x --crop HQ window (and the matching LQ window) in the right lung field of a PA
 view (centre at 45 % of the height and 30 % of the width) so that the 1000-step chain stays affordable on a CPU.
-All samplers start from the same noise (same seeds). Prints one line per setting, the bicubic baseline, and the goal line:
-best setting with <= 20 evaluations vs the full ancestral chain (goal: within 0.3 dB, or better).
+All samplers start from the same noise (same seeds). Prints one line per setting, the bicubic baseline, and the goal
+line: best setting with <= 20 evaluations vs the full ancestral chain (goal: within 0.3 dB, or better).
 """
 from __future__ import annotations
 
@@ -57,8 +57,8 @@ def main(argv=None) -> int:
     b_ssim = float(np.mean([ssim(b, h) for b, h in zip(bic, hq)]))
     T = enh.schedule.T
     data = f"pairs={args.pairs} crop={args.crop}" if args.pairs else "synthetic"
-    print(f"model={args.model or 'shipped'} data={data} T={T} prediction={enh.diffusion.prediction} images={args.images} "
-          f"size={args.size} (LQ {args.size // 2}) threads={args.threads}")
+    print(f"model={args.model or 'shipped'} data={data} T={T} prediction={enh.diffusion.prediction} "
+          f"images={args.images} size={args.size} (LQ {args.size // 2}) threads={args.threads}")
     print(f"bicubic            nfe=   0 psnr={b_psnr:6.2f} ssim={b_ssim:.4f}")
     rows = []
     for sampler, steps in SETTINGS:

@@ -182,5 +182,6 @@ def _train_timesteps(path: str) -> int:
     if key not in _TIMESTEPS:
         import torch
 
-        _TIMESTEPS[key] = int(torch.load(path, map_location="cpu", weights_only=True)["diffusion"]["num_train_timesteps"])
+        _TIMESTEPS[key] = int(
+            torch.load(path, map_location="cpu", weights_only=True)["diffusion"]["num_train_timesteps"])
     return _TIMESTEPS[key]

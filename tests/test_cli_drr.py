@@ -97,7 +97,8 @@ def test_single_ct_outputs_and_resume(tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["ct.dcm", "ct.json", "ct.nrrd", "ct.png"], names
     ds = pydicom.dcmread(out / "ct.dcm")
-    assert (ds.Rows, ds.Columns) == (48, 40) and ds.PatientID == "P0042" and ds.StudyInstanceUID == TAGS["StudyInstanceUID"]
+    assert (ds.Rows, ds.Columns) == (48, 40) and ds.PatientID == "P0042"
+    assert ds.StudyInstanceUID == TAGS["StudyInstanceUID"]
     assert [float(v) for v in ds.ImagerPixelSpacing] == [9.0, 9.0]
     exe = require_tool("dciodvfy")
     v = subprocess.run([exe, str(out / "ct.dcm")], capture_output=True, text=True, timeout=60)

@@ -120,7 +120,7 @@ def _patients(rows, split):
 def test_patient_split_disjoint_deterministic_and_seeded(tmp_path):
     meta = SAMPLE / "metadata.csv"
     a = patient_split(meta, tmp_path / "a.csv", image_dir=SAMPLE, fractions=(0.5, 0.25, 0.25), seed=0)
-    b = patient_split(meta, tmp_path / "b.csv", image_dir=SAMPLE, fractions=(0.5, 0.25, 0.25), seed=0)
+    patient_split(meta, tmp_path / "b.csv", image_dir=SAMPLE, fractions=(0.5, 0.25, 0.25), seed=0)
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     assert len(a) == 8 and {r["split"] for r in a} == {"train", "val", "test"}
     tr, va, te = (_patients(a, s) for s in ("train", "val", "test"))

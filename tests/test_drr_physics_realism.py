@@ -216,7 +216,8 @@ def test_sidecar_records_every_step(phantom):
     acq = sc["acquisition"]
     assert acq["preset"] == "lateral"
     assert acq["scatter"]["enabled"] and acq["scatter"]["amplitude"] > 0 and "spr_median" in acq["scatter"]
-    assert acq["grid"]["ratio"] == 10.0 and 0 < acq["grid"]["scatter_transmission"] < acq["grid"]["primary_transmission"]
+    assert acq["grid"]["ratio"] == 10.0
+    assert 0 < acq["grid"]["scatter_transmission"] < acq["grid"]["primary_transmission"]
     assert acq["detector"]["enabled"] and acq["detector"]["focal_spot_mm"] == 1.2
     assert acq["detector"]["focal_spot_blur_fwhm_mm"] == pytest.approx(1.2 * (1800 / 1600 - 1))
     assert acq["processing"]["mode"] == "default" and len(acq["processing"]["value_range_log"]) == 2
@@ -244,7 +245,8 @@ def test_add_volume_delta_with_acquisition(phantom):
     inside = np.abs(upd.image[r0:r1, c0:c1] - base.image[r0:r1, c0:c1]).max()
     far = np.abs(upd.image[:10, :10] - base.image[:10, :10]).max()
     assert inside > 0.01 and far < 1e-3  # scatter is global: a tiny change far away
-    assert upd.acquisition_record["processing"]["value_range_log"] == base.acquisition_record["processing"]["value_range_log"]
+    assert (upd.acquisition_record["processing"]["value_range_log"]
+            == base.acquisition_record["processing"]["value_range_log"])
 
 
 def test_pyramid_reconstructs_exactly_with_unit_gains():

@@ -1,13 +1,11 @@
 """Ignite trainer: exact resume after a hard kill (same loss curve), gloo with 2 processes, options and logs."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch

@@ -336,7 +336,8 @@ def _fuzz_request(rng: random.Random):
     if kind < 0.9:
         return "put", rng.choice(["/datastore/image", "/datastore/label"]), {
             "params": {"image": rng.choice(ids), "tag": rng.choice(["final", "../x", "", "a/b"])},
-            "files": {rng.choice(["file", "label"]): ("x.png", b"\x89PNG" + bytes(rng.getrandbits(8) for _ in range(64)))}}
+            "files": {rng.choice(["file", "label"]):
+                      ("x.png", b"\x89PNG" + bytes(rng.getrandbits(8) for _ in range(64)))}}
     return "get", rng.choice(["/datastore/image", "/datastore/label", "/datastore/label/info"]), {
         "params": {"image": rng.choice(ids), "label": rng.choice(ids), "tag": rng.choice(["drr", "../x", "final"])}}
 

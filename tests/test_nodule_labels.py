@@ -14,7 +14,6 @@ from dxr_core.nodules import (
     check_inside_lung,
     insert_nodules,
     lung_mask,
-    projected_mask,
     random_nodules,
     rle_decode,
     rle_encode,

@@ -20,7 +20,6 @@ from dxr_core.nodules.models import (
     KIND_PRIOR,
     KINDS,
     LOCATION_MIX,
-    SHAPES,
     TEXTURE,
     LungDistance,
     Nodule,

@@ -460,7 +460,8 @@ foreach(v EXTENSION_HOMEPAGE EXTENSION_CATEGORY EXTENSION_CONTRIBUTORS EXTENSION
   endif()
 endforeach()
 if(NOT "${EXTENSION_BUILD_SUBDIRECTORY}" STREQUAL "" AND NOT "${EXTENSION_BUILD_SUBDIRECTORY}" STREQUAL ".")
-  message(FATAL_ERROR "EXTENSION_BUILD_SUBDIRECTORY=${EXTENSION_BUILD_SUBDIRECTORY}: only SuperBuild extensions build in a sub-directory")
+  message(FATAL_ERROR "EXTENSION_BUILD_SUBDIRECTORY=${EXTENSION_BUILD_SUBDIRECTORY}: "
+    "only SuperBuild extensions build in a sub-directory")
 endif()
 file(APPEND "${STANDIN_LOG}" "config ${PROJECT_NAME} ${EXTENSION_HOMEPAGE}\n")
 """,
@@ -500,7 +501,8 @@ def test_cmake_configures_against_a_slicer_standin(tmp_path):
     shutil.copytree(ROOT / "slicer_extension", broken / "slicer_extension",
                     ignore=shutil.ignore_patterns("__pycache__"))
     top = (ROOT / "CMakeLists.txt").read_text()
-    (broken / "CMakeLists.txt").write_text(top.replace("## NEXT_MODULE", "set(EXTENSION_BUILD_SUBDIRECTORY inner-build)"))
+    (broken / "CMakeLists.txt").write_text(top.replace("## NEXT_MODULE",
+                                                       "set(EXTENSION_BUILD_SUBDIRECTORY inner-build)"))
     proc, _ = _configure(tmp_path / "b1", broken) if (tmp_path / "b1").mkdir() is None else None
     assert proc.returncode != 0 and "inner-build" in proc.stderr
     (broken / "CMakeLists.txt").write_text(top)
@@ -522,8 +524,9 @@ def test_multipart_round_trip_is_binary_safe():
 
 def test_decodes_the_servers_multipart_answer():
     toolbelt = pytest.importorskip("requests_toolbelt")
-    enc = toolbelt.MultipartEncoder(fields={"params": (None, json.dumps({"task": "drr"}), "application/json"),
-                                            "image": ("dxr-1.nrrd", b"NRRD0004\n\x00\x01\r\n", "application/octet-stream")})
+    enc = toolbelt.MultipartEncoder(fields={
+        "params": (None, json.dumps({"task": "drr"}), "application/json"),
+        "image": ("dxr-1.nrrd", b"NRRD0004\n\x00\x01\r\n", "application/octet-stream")})
     parts = decode_multipart(enc.to_string(), enc.content_type)
     assert json.loads(parts["params"]["data"]) == {"task": "drr"}
     assert parts["image"]["data"] == b"NRRD0004\n\x00\x01\r\n" and parts["image"]["filename"] == "dxr-1.nrrd"
@@ -565,8 +568,10 @@ def test_lateral_geometry_and_empty_label_box():
     geometry = {"detector_origin_lps": [-400.0, -100.0, 150.0], "row_direction": [0.0, 1.0, 0.0],
                 "col_direction": [0.0, 0.0, -1.0], "pixel_spacing_mm": [2.0, 1.5], "size": [10, 20]}
     result = {"image": {"size": [10, 20]}, "geometry": geometry,
-              "nodules": [{"category": "ggo", "centre_lps": [10, 20, 30], "centre_px": [4.0, 3.0], "bbox": [3, 2, 3, 3]},
-                          {"category": "solid", "centre_lps": [0, 0, 0], "centre_px": [1.0, 1.0], "bbox": [0, 0, 0, 0]}]}
+              "nodules": [{"category": "ggo", "centre_lps": [10, 20, 30], "centre_px": [4.0, 3.0],
+                           "bbox": [3, 2, 3, 3]},
+                          {"category": "solid", "centre_lps": [0, 0, 0], "centre_px": [1.0, 1.0],
+                           "bbox": [0, 0, 0, 0]}]}
     m = result_ijk_to_ras(result)
     np.testing.assert_allclose(m[:3, 3], [400.0, 100.0, 150.0])
     np.testing.assert_allclose(m[:3, 0], [0.0, -1.5, 0.0])  # columns run posterior (LPS +y = RAS -y)

@@ -51,7 +51,8 @@ def _write_nrrd(path: Path, arr: np.ndarray, spacing, origin_lps=None, direction
         lines.append("space directions: " + " ".join(
             "(" + ",".join(f"{v:.17g}" for v in d[:, i] * spacing[i]) + ")" for i in range(3)))
         lines.append("space origin: (" + ",".join(f"{v:.17g}" for v in origin_lps) + ")")
-    path.write_bytes(("\n".join(lines) + "\n\n").encode() + np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes())
+    path.write_bytes(("\n".join(lines) + "\n\n").encode()
+                     + np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes())
     return path
 
 

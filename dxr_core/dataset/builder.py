@@ -304,7 +304,8 @@ def write_card(out: Path, recs: list[dict], counts: dict, failures: list[dict]) 
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
     _montage(out, recs[:8])
-    lines = ["# Dataset card", "", "Made by `dxr dataset` (DiffusionXRay): synthetic lung nodules inserted in 3-D into CT,",
+    lines = ["# Dataset card", "",
+             "Made by `dxr dataset` (DiffusionXRay): synthetic lung nodules inserted in 3-D into CT,",
              "rendered as radiographs" + (" and enhanced with DDPM-HQ" if any(r["enhanced"] for r in recs) else "")
              + "; exact labels from the projection geometry.", "",
              "| split | images | nodules | patients (CTs) |", "|---|---|---|---|"]

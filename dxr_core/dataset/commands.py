@@ -71,8 +71,8 @@ def add_commands(subparsers) -> None:
     m.set_defaults(run=run_merge)
 
 
-KEYS = ("images_per_ct", "preset", "views", "rotation_deg", "kvp", "dose", "size", "nodules", "nodule_free", "nodule_kinds",
-        "nodule_size_mm", "enhance", "model", "sampler", "steps", "scale", "formats", "split", "seed")
+KEYS = ("images_per_ct", "preset", "views", "rotation_deg", "kvp", "dose", "size", "nodules", "nodule_free",
+        "nodule_kinds", "nodule_size_mm", "enhance", "model", "sampler", "steps", "scale", "formats", "split", "seed")
 
 
 def run_dataset(args) -> int:

@@ -45,10 +45,10 @@ def add_commands(subparsers) -> None:
     m = subparsers.add_parser(
         "make-pairs", help="aligned LQ (512) / HQ (1024) training pairs from real radiographs",
         description="HQ = each radiograph's central square at --hq-size, LQ = its degradation at 1/--scale "
-                    "(mix: area / bicubic / high_order drawn per pair, seeded). Writes OUT/hq, OUT/lq (16-bit PNG, same "
-                    "names: what `dxr train ddpm-hq --pairs` reads) and OUT/pairs.jsonl; pairs already written are "
-                    "skipped. Select a split of a patient-level manifest with --manifest/--split (never train on a "
-                    "test patient). See docs/degrade.md.")
+                    "(mix: area / bicubic / high_order drawn per pair, seeded). Writes OUT/hq, OUT/lq (16-bit PNG, "
+                    "same names: what `dxr train ddpm-hq --pairs` reads) and OUT/pairs.jsonl; pairs already written "
+                    "are skipped. Select a split of a patient-level manifest with --manifest/--split (never train on "
+                    "a test patient). See docs/degrade.md.")
     m.add_argument("--hq", required=True, metavar="DIR", help="folder of real radiographs")
     m.add_argument("--out", required=True, metavar="DIR", help="output folder")
     m.add_argument("--method", default="mix", metavar="M", help=f"mix (default) or one of: {', '.join(METHODS)}")

@@ -25,7 +25,7 @@ from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from dxr_core.diffusion.samplers import network_evaluations, sample
 from dxr_core.diffusion.schedule import DiffusionConfig, NoiseSchedule
 from dxr_core.errors import InputError, ModelError, OptionError
-from dxr_core.models import ModelConfig, build_model, get_config
+from dxr_core.models import ModelConfig, build_model
 
 CHECKPOINT_FORMAT = "dxr-ddpm-hq/1"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"

@@ -7,7 +7,8 @@
   step, so for most step counts it jumps to a different noise level than the one it then evaluates at.
 
 All samplers take ``model_fn(x_t, t) -> raw network output`` (eps or v, per the schedule), evaluate at
-time-quadratic steps from T-1 to 0 (see :func:`_times`) and finish at the clean signal (alpha = 1, sigma = 0). Randomness only from ``generator``.
+time-quadratic steps from T-1 to 0 (see :func:`_times`) and finish at the clean signal (alpha = 1, sigma = 0).
+Randomness only from ``generator``.
 """
 from __future__ import annotations
 

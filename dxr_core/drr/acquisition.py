@@ -457,7 +457,8 @@ def apply_acquisition(acq: Acquisition, physics, geometry, primary: np.ndarray, 
     if spr is not None:
         rec["scatter"]["spr_median"] = float(np.median(spr))
     rec["noise"] = ("detector: Poisson(absorbed quanta) + electronic" if det.enabled and det.noise else
-                    "physics.photons_per_pixel (Poisson)" if (not det.enabled and physics.photons_per_pixel) else "none")
+                    "physics.photons_per_pixel (Poisson)" if (not det.enabled and physics.photons_per_pixel)
+                    else "none")
     return {"image": image, "log_image": log_img, "scatter": scatter, "spr": spr, "record": rec, "timings": timings}
 
 

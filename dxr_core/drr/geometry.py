@@ -43,7 +43,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dxr_core.errors import GeometryError, InputError
+from dxr_core.errors import GeometryError
 
 __all__ = ["ConeBeamGeometry", "make_geometry", "VIEWS"]
 
@@ -172,11 +172,13 @@ class ConeBeamGeometry:
         return (self.detector_origin_lps[None, :] + cr[:, :1] * self.pixel_spacing_mm[1] * self.row_direction
                 + cr[:, 1:2] * self.pixel_spacing_mm[0] * self.col_direction)
 
-    def with_size(self, size: tuple[int, int], pixel_spacing_mm: tuple[float, float] | None = None) -> "ConeBeamGeometry":
+    def with_size(self, size: tuple[int, int],
+                  pixel_spacing_mm: tuple[float, float] | None = None) -> "ConeBeamGeometry":
         """Same source/detector plane/field of view centre, new pixel grid (keeps the detector centre fixed)."""
         rows, cols = int(size[0]), int(size[1])
         if pixel_spacing_mm is None:  # keep the physical detector size
-            pixel_spacing_mm = (self.pixel_spacing_mm[0] * self.rows / rows, self.pixel_spacing_mm[1] * self.cols / cols)
+            pixel_spacing_mm = (self.pixel_spacing_mm[0] * self.rows / rows,
+                                self.pixel_spacing_mm[1] * self.cols / cols)
         _check_scalars(self.sad_mm, self.sid_mm, (rows, cols), pixel_spacing_mm)
         c = self.detector_center_lps
         origin = c - (cols - 1) / 2.0 * pixel_spacing_mm[1] * self.row_direction \
@@ -238,12 +240,14 @@ def _check_scalars(sad: float, sid: float, size: Sequence[int], spacing: Sequenc
             f"SID ({sid:g} mm) must be larger than SAD ({sad:g} mm): the detector has to be farther from the "
             "source than the isocenter; increase SID or decrease SAD.")
     if len(size) != 2 or any(int(s) != s or int(s) <= 0 for s in size):
-        raise GeometryError(f"Detector size must be two positive whole numbers of pixels (rows, cols), got {tuple(size)}.")
+        raise GeometryError("Detector size must be two positive whole numbers of pixels (rows, cols), "
+                            f"got {tuple(size)}.")
     if len(spacing) != 2 or any(not np.isfinite(s) or s <= 0 for s in spacing):
         raise GeometryError(f"Detector pixel spacing must be positive mm (row, col), got {tuple(spacing)}.")
 
 
-def _rotation_matrix(rotation_deg: float | Sequence[float], r0: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
+def _rotation_matrix(rotation_deg: float | Sequence[float],
+                     r0: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
     if np.isscalar(rotation_deg):
         angles = (float(rotation_deg), 0.0, 0.0)  # type: ignore[arg-type]
     else:
@@ -281,7 +285,8 @@ def make_geometry(volume, view: str = "pa", sid_mm: float = 1500.0, sad_mm: floa
     rows, cols = int(size_t[0]), int(size_t[1])
     sad_mm, sid_mm = float(sad_mm), float(sid_mm)
     if pixel_spacing_mm is not None:
-        ps = (float(pixel_spacing_mm),) * 2 if np.isscalar(pixel_spacing_mm) else tuple(float(s) for s in pixel_spacing_mm)  # type: ignore[union-attr,arg-type]
+        ps = ((float(pixel_spacing_mm),) * 2 if np.isscalar(pixel_spacing_mm)  # type: ignore[union-attr,arg-type]
+              else tuple(float(s) for s in pixel_spacing_mm))  # type: ignore[union-attr,arg-type]
     else:
         ps = (1.0, 1.0)
     _check_scalars(sad_mm, sid_mm, (rows, cols), ps)

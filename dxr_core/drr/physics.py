@@ -49,7 +49,7 @@ Where every number comes from:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -58,8 +58,8 @@ import torch
 
 from dxr_core.errors import OptionError
 
-__all__ = ["Physics", "physics_from_options", "hu_to_mu", "hu_to_basis", "mu_water", "mu_bone", "spectrum", "hu_bone_reference",
-           "beam_quality", "mono_hvl_mm_al", "IEC_60601_1_3_MIN_HVL_MM_AL"]
+__all__ = ["Physics", "physics_from_options", "hu_to_mu", "hu_to_basis", "mu_water", "mu_bone", "spectrum",
+           "hu_bone_reference", "beam_quality", "mono_hvl_mm_al", "IEC_60601_1_3_MIN_HVL_MM_AL"]
 
 # IEC 60601-1-3:2008 Table 3 (also 21 CFR 1020.30(m)(1) Table 1): minimum permissible first HVL (mm Al) of the
 # useful beam of general radiography X-ray equipment, by tube voltage (kV); linear interpolation in between.
@@ -94,7 +94,8 @@ def mu_bone(energy_kev) -> np.ndarray:
     import xraydb
 
     e = _energies_ev(energy_kev)
-    mass = sum(w / 100.0 * np.asarray(xraydb.mu_elam(el, e), dtype=np.float64) for el, w in ICRU44_CORTICAL_BONE.items())
+    mass = sum(w / 100.0 * np.asarray(xraydb.mu_elam(el, e), dtype=np.float64)
+               for el, w in ICRU44_CORTICAL_BONE.items())
     return mass * ICRU44_CORTICAL_BONE_DENSITY / 10.0
 
 
@@ -198,7 +199,8 @@ class Physics:
         if self.mode not in ("mono", "poly"):
             raise OptionError(f"Physics mode {self.mode!r} is unknown; choose 'mono' or 'poly'.")
         if self.detector not in ("energy_integrating", "photon_counting"):
-            raise OptionError(f"detector {self.detector!r} is unknown; choose 'energy_integrating' or 'photon_counting'.")
+            raise OptionError(f"detector {self.detector!r} is unknown; "
+                              "choose 'energy_integrating' or 'photon_counting'.")
         if not (1.0 <= float(self.energy_kev) <= 500.0):
             raise OptionError(f"energy_kev {self.energy_kev} is outside 1..500 keV; give a diagnostic X-ray energy.")
         if not (20.0 <= float(self.kvp) <= 150.0):
@@ -209,8 +211,10 @@ class Physics:
             raise OptionError(f"filtration_mm_cu {self.filtration_mm_cu} is outside 0..5 mm; give e.g. 0.1 (mm of Cu).")
         if not (0.1 <= float(self.energy_bin_kev) <= 10.0):
             raise OptionError(f"energy_bin_kev {self.energy_bin_kev} is outside 0.1..10 keV.")
-        if self.photons_per_pixel is not None and not (float(self.photons_per_pixel) > 0 and np.isfinite(self.photons_per_pixel)):
-            raise OptionError(f"photons_per_pixel {self.photons_per_pixel} must be a positive number (or None for no noise).")
+        if self.photons_per_pixel is not None and not (float(self.photons_per_pixel) > 0
+                                                       and np.isfinite(self.photons_per_pixel)):
+            raise OptionError(f"photons_per_pixel {self.photons_per_pixel} must be a positive number "
+                              "(or None for no noise).")
         lo, hi = (float(v) for v in self.window)
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
             raise OptionError(f"window {self.window} must be (low, high) with high > low, in units of -ln(I/I0).")
@@ -218,7 +222,8 @@ class Physics:
         if self.air_hu is not None:
             if isinstance(self.air_hu, bool) or not isinstance(self.air_hu, (int, float, np.floating, np.integer)) \
                     or not np.isfinite(self.air_hu):
-                raise OptionError(f"air_hu {self.air_hu!r} must be a finite HU value (e.g. -950) or None (no air clipping).")
+                raise OptionError(f"air_hu {self.air_hu!r} must be a finite HU value (e.g. -950) "
+                                  "or None (no air clipping).")
             self.air_hu = float(self.air_hu)
 
     # --- spectra / coefficients -------------------------------------------------------------------------------
@@ -280,7 +285,8 @@ class Physics:
         return _mu_pair(tuple(float(e) for e in np.atleast_1d(energy_kev)))
 
     # --- Beer-Lambert ----------------------------------------------------------------------------------------
-    def transmission(self, lw: torch.Tensor, lb: torch.Tensor | None = None, mono_line_integral: torch.Tensor | None = None) -> torch.Tensor:
+    def transmission(self, lw: torch.Tensor, lb: torch.Tensor | None = None,
+                     mono_line_integral: torch.Tensor | None = None) -> torch.Tensor:
         """Noise-free I/I0 from basis path lengths (poly) or from the mono line integral (mono)."""
         if self.mode == "mono":
             if mono_line_integral is None:

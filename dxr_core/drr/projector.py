@@ -399,8 +399,10 @@ def _separable_native(lib, source, planes, a, cu, cv, w_ax, H, W, C, h, w, kmin,
         p = np.ascontiguousarray(p, dtype=np.float64)
         out = (np.empty((K, len(p)), np.int32), np.empty((K, len(p)), np.int32),
                np.empty((K, len(p)), np.float32), np.empty((K, len(p)), np.float32))
-        lib.joseph_taps(_ckernel.ptr(alpha, ctypes.c_double), K, _ckernel.ptr(p, ctypes.c_double), len(p), float(s), int(n),
-                        *(_ckernel.ptr(x, ctypes.c_int32 if x.dtype == np.int32 else ctypes.c_float) for x in out), nthreads)
+        lib.joseph_taps(_ckernel.ptr(alpha, ctypes.c_double), K, _ckernel.ptr(p, ctypes.c_double), len(p),
+                        float(s), int(n),
+                        *(_ckernel.ptr(x, ctypes.c_int32 if x.dtype == np.int32 else ctypes.c_float) for x in out),
+                        nthreads)
         return out
 
     alpha = np.ascontiguousarray(alpha, dtype=np.float64)

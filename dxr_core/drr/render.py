@@ -230,7 +230,8 @@ def _sample_base_hu(source, delta) -> np.ndarray:
         dz, dy, dx = delta.array.shape
         sz, sy, sx = source.array.shape
         out = np.full((dz, dy, dx), -1000.0, dtype=np.float32)
-        zs, ys, xs = slice(max(k0, 0), min(k0 + dz, sz)), slice(max(j0, 0), min(j0 + dy, sy)), slice(max(i0, 0), min(i0 + dx, sx))
+        zs, ys, xs = (slice(max(k0, 0), min(k0 + dz, sz)), slice(max(j0, 0), min(j0 + dy, sy)),
+                      slice(max(i0, 0), min(i0 + dx, sx)))
         if zs.stop > zs.start and ys.stop > ys.start and xs.stop > xs.start:
             out[zs.start - k0:zs.stop - k0, ys.start - j0:ys.stop - j0, xs.start - i0:xs.stop - i0] = \
                 source.array[zs, ys, xs]
@@ -310,7 +311,8 @@ def add_volume_delta(drr: DRR, delta_hu, seed: int | None = None, base_hu=None,
     if keep_basis:
         out.basis[:, r0:r1, c0:c1] += d  # type: ignore[index]
         mw, mb = phys.basis_mu(phys.mean_energy_kev)
-        out.line_integral[r0:r1, c0:c1] = out.basis[0, r0:r1, c0:c1] * float(mw[0]) + out.basis[1, r0:r1, c0:c1] * float(mb[0])  # type: ignore[index]
+        out.line_integral[r0:r1, c0:c1] = (out.basis[0, r0:r1, c0:c1] * float(mw[0])  # type: ignore[index]
+                                           + out.basis[1, r0:r1, c0:c1] * float(mb[0]))  # type: ignore[index]
         basis_box = out.basis[:, r0:r1, c0:c1]  # type: ignore[index]
     else:
         out.line_integral[r0:r1, c0:c1] += d[0]

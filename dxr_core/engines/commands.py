@@ -41,7 +41,8 @@ def _add_train_munit(tsub) -> None:
     m.add_argument("--val-every", type=int, default=500)
     m.add_argument("--ckpt-every", type=int, default=100)
     m.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    m.add_argument("--backend", default=None, choices=["gloo", "nccl"], help="distributed backend (auto under torchrun)")
+    m.add_argument("--backend", default=None, choices=["gloo", "nccl"],
+                   help="distributed backend (auto under torchrun)")
     m.add_argument("--nproc-per-node", type=int, default=None, help="spawn this many processes (with --backend)")
     m.add_argument("--no-progress", action="store_true")
     m.set_defaults(run=run_train_munit_lq)

@@ -16,14 +16,14 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dxr_core.diffusion.defaults import DEFAULT_SAMPLER
-from dxr_core.errors import InputError, OptionError
+from dxr_core.errors import OptionError
 
 
 @dataclass

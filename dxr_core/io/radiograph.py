@@ -113,7 +113,8 @@ def dx_info_from_drr(drr) -> dict[str, Any]:
     src_series = dic.get("SeriesInstanceUID")
     src = meta.get("source")
     info["DerivationDescription"] = (f"Digitally reconstructed radiograph of CT series {src_series}" if src_series
-                                     else f"Digitally reconstructed radiograph of {Path(str(src)).name if src else 'a CT'}")
+                                     else "Digitally reconstructed radiograph of "
+                                          f"{Path(str(src)).name if src else 'a CT'}")
     info["ImageType"] = ["DERIVED", "PRIMARY"]
     return info
 

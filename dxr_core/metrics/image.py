@@ -7,10 +7,8 @@ float arrays in [0, 1] (data range 1). MS-SSIM uses as many of the standard 5 sc
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -85,6 +83,7 @@ def _masked_msssim(pred, ref, mask, scales: int) -> float:
     wts = np.array(MS_WEIGHTS[:scales]) / np.sum(MS_WEIGHTS[:scales])
     vals = []
     r = KERNEL // 2
+    last_ssim = 0.0
     for s in range(scales):
         ssim_map, cs_map = compute_ssim_and_cs(x, y, 2, [KERNEL, KERNEL], [1.5, 1.5], data_range=1.0)
         mm = m[..., r:-r, r:-r] > 0.5

@@ -20,7 +20,7 @@ the target grid] (SR3-style concatenation) and ``t`` is (B,) float timesteps in 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from typing import Sequence
 
 import torch

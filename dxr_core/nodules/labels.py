@@ -157,7 +157,8 @@ def visibility(drr_before, drr_after, mask_box, box, geometry) -> dict:
     ys, xs = np.nonzero(mask_box)
     tb = (r0 + ys.min(), r0 + ys.max() + 1, c0 + xs.min(), c0 + xs.max() + 1)
     m = mask_box[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    d_line = drr_after.line_integral[tb[0] : tb[1], tb[2] : tb[3]] - drr_before.line_integral[tb[0] : tb[1], tb[2] : tb[3]]
+    d_line = (drr_after.line_integral[tb[0] : tb[1], tb[2] : tb[3]]
+              - drr_before.line_integral[tb[0] : tb[1], tb[2] : tb[3]])
     contrast = float(d_line[m].mean()) / (hi - lo)
     # local background: noise-free line integral in a 40 mm window, high-passed
     mag = geometry.sid_mm / geometry.sad_mm
@@ -165,7 +166,8 @@ def visibility(drr_before, drr_after, mask_box, box, geometry) -> dict:
     rows, cols = geometry.size
     cr, cc = (tb[0] + tb[1]) // 2, (tb[2] + tb[3]) // 2
     half = max(int(round(20.0 * mag / px)), 4)
-    w = drr_before.line_integral[max(cr - half, 0) : min(cr + half + 1, rows), max(cc - half, 0) : min(cc + half + 1, cols)]
+    w = drr_before.line_integral[max(cr - half, 0) : min(cr + half + 1, rows),
+                                 max(cc - half, 0) : min(cc + half + 1, cols)]
     sig = max(3.0 * mag / px, 0.5)
     hp = (w - ndimage.gaussian_filter(w, sig, mode="nearest")) / (hi - lo)
     sigma_anat = float(hp.std())

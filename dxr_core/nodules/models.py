@@ -473,7 +473,8 @@ class LungDistance:
         nz, ny, nx = (np.asarray(m.shape) // np.array([sz, sy, sx])) * np.array([sz, sy, sx])
         mc = m[:nz, :ny, :nx].reshape(nz // sz, sz, ny // sy, sy, nx // sx, sx).all(axis=(1, 3, 5))
         self.cell_mm = sp * self.step
-        self.dist = ndimage.distance_transform_edt(mc, sampling=self.cell_mm[::-1]) - 0.5 * float(np.linalg.norm(self.cell_mm))
+        self.dist = (ndimage.distance_transform_edt(mc, sampling=self.cell_mm[::-1])
+                     - 0.5 * float(np.linalg.norm(self.cell_mm)))
         self.mask = m
         self._fissure = None
 

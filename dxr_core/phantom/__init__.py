@@ -21,7 +21,8 @@ from dxr_core.phantom.pairs import drr_pair  # noqa: F401  (fine/coarse DRR pair
 from dxr_core.phantom.voxelize import voxelize as voxelize_layers
 from dxr_core.volume import Volume
 
-__all__ = ["make_chest_phantom", "build_chest", "ChestModel", "CTEffects", "HU", "voxelize_layers", "write_dicom_series"]
+__all__ = ["make_chest_phantom", "build_chest", "ChestModel", "CTEffects", "HU", "voxelize_layers",
+           "write_dicom_series"]
 
 
 def _triple(v, name: str) -> np.ndarray:
@@ -82,7 +83,8 @@ def make_chest_phantom(
         "StudyDescription": "DiffusionXRay chest phantom",
         "SeriesDescription": f"Chest phantom seed {int(seed)}",
         "phantom_seed": int(seed),
-        "phantom_params": {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in model.params.items()},
+        "phantom_params": {k: (float(v) if isinstance(v, (float, np.floating)) else v)
+                           for k, v in model.params.items()},
         "ct_effects": ct_effects.to_dict() if ct_effects else None,
         "source": f"phantom:{int(seed)}",
     }

@@ -354,7 +354,8 @@ def _build_chest(seed: int, breast: bool) -> ChestModel:
                 cartilage.append(Tube.from_spline([end, mid, tgt], [r_out, r_out * 0.95, r_out * 0.85], n=8))
     layers.append(Layer("costal_cartilage", Union(cartilage), HU["cartilage"]))
     layers += _shell("rib", Union(rib_cortex), Union(rib_marrow), HU["cortical"], HU["cancellous"])
-    layers += _shell("rib_anterior", Union(rib_ant), Union(rib_ant_marrow), 0.7 * HU["cortical"], 0.8 * HU["cancellous"])
+    layers += _shell("rib_anterior", Union(rib_ant), Union(rib_ant_marrow),
+                     0.7 * HU["cortical"], 0.8 * HU["cancellous"])
 
     # ---- shoulder girdle: clavicles, scapulae, humeral heads ------------------------------------------------
     clav_c, clav_m, scap_c, scap_m = [], [], [], []

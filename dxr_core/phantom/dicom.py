@@ -20,9 +20,10 @@ from dxr_core.volume import Volume
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
-def write_dicom_series(volume: Volume, folder, series_description: str | None = None, seed_uid: str | None = None) -> Path:
+def write_dicom_series(volume: Volume, folder, series_description: str | None = None,
+                       seed_uid: str | None = None) -> Path:
     import pydicom
-    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     folder = Path(folder)

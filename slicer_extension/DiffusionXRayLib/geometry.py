@@ -44,7 +44,8 @@ def transform_lps_to_ras(t: Any) -> np.ndarray:
 
 
 def project_lps(projection_matrix: Any, points_lps: Any) -> np.ndarray:
-    """(N, 3) LPS -> (N, 2) continuous (col, row) with the result's 3x4 projection matrix (pixel centres at integers)."""
+    """(N, 3) LPS -> (N, 2) continuous (col, row) with the result's 3x4 projection matrix (pixel centres at
+    integers)."""
     P = np.asarray(projection_matrix, dtype=np.float64).reshape(3, 4)
     p = np.atleast_2d(np.asarray(points_lps, dtype=np.float64))
     h = np.c_[p, np.ones(len(p))] @ P.T

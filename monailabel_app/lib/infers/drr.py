@@ -76,8 +76,8 @@ class DRRTask(BasicInferTask):
             labels=["nodule"],
             dimension=3,
             description="CT -> digitally reconstructed radiograph (float32 or uint16 NRRD with pixel spacing) + JSON "
-            "with the projection matrix; optional synthetic lung nodules with exact 2-D labels. Params: preset, view, size, "
-            "pixel_spacing, sid, sad, rotation, mode, kvp, energy_kev, dose, seed, output_dtype, nodules, "
+            "with the projection matrix; optional synthetic lung nodules with exact 2-D labels. Params: preset, view, "
+            "size, pixel_spacing, sid, sad, rotation, mode, kvp, energy_kev, dose, seed, output_dtype, nodules, "
             "nodule_points, nodule_type, nodule_shape, nodule_size, nodule_seed.",
             config={"view": "pa", "size": 512, "mode": "poly", "kvp": 120, "dose": 0, "seed": 0, "nodules": 0,
                     "output_dtype": "float32"},
@@ -100,7 +100,8 @@ class DRRTask(BasicInferTask):
         path = image_path(data)
         if input_kind(path) != "ct":
             raise InputError(f"{os.path.basename(path)!r} is a single 2-D image (a radiograph), not a CT; the 'drr' "
-                             "task needs a CT (DICOM series, or a 3-D NIfTI/NRRD/MHA); use 'drr_enhance' for radiographs.")
+                             "task needs a CT (DICOM series, or a 3-D NIfTI/NRRD/MHA); "
+                             "use 'drr_enhance' for radiographs.")
         data["volume"] = self.ct_cache.get(path) if data.get("dxr_from_datastore") else self.ct_cache.read(path)
         return data
 

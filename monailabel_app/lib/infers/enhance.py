@@ -151,7 +151,8 @@ class EnhanceTask(BasicInferTask):
     def _parse(self, data):
         data["dxr_model_path"] = self._require_model()
         data["dxr_enhance"] = parse_enhance(data, self.cfg.sampler, self.cfg.steps, self.cfg.max_steps)
-        data["dxr_params"] = DRRParams.from_request(data, self.cfg.max_size)  # DRR params (used for CT input) + output_dtype
+        # DRR params (used for CT input) + output_dtype
+        data["dxr_params"] = DRRParams.from_request(data, self.cfg.max_size)
         return data
 
     def _load(self, data):
