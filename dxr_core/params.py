@@ -92,10 +92,10 @@ def as_points(value: Any, key: str) -> np.ndarray:
 
 
 #: every request key the ``drr`` task reads (aliases included); anything else is refused with 422
-DRR_KEYS = ("preset", "view", "size", "pixel_spacing", "sid", "sad", "rotation", "mode", "kvp", "energy_kev", "dose", "seed",
-            "output_dtype", "nodules", "nodule_count", "nodule_points", "nodule_at", "nodule_type", "nodule_types",
-            "nodule_kind", "nodule_kinds", "nodule_shape", "nodule_shapes", "nodule_size", "nodule_diameter",
-            "nodule_seed", "nodule_location", "nodule_overlap")
+DRR_KEYS = ("preset", "view", "size", "pixel_spacing", "sid", "sad", "rotation", "mode", "kvp", "energy_kev", "dose",
+            "seed", "output_dtype", "nodules", "nodule_count", "nodule_points", "nodule_at", "nodule_type",
+            "nodule_types", "nodule_kind", "nodule_kinds", "nodule_shape", "nodule_shapes", "nodule_size",
+            "nodule_diameter", "nodule_seed", "nodule_location", "nodule_overlap")
 NODULE_TYPES = ("solid", "part_solid", "ggo", "calcified")  # = dxr_core.nodules.models.KINDS (tested)
 NODULE_SHAPES = ("sphere", "ellipsoid", "lobulated", "spiculated")  # = dxr_core.nodules.models.SHAPES (tested)
 NODULE_LOCATIONS = ("random", "intraparenchymal", "juxtapleural", "perifissural")
@@ -157,7 +157,8 @@ class DRRParams:
         p.kvp = as_float(param(req, "kvp", pr.kvp if pr else 120.0), "kvp", KVP_RANGE[0], KVP_RANGE[1])
         if param(req, "energy_kev") is not None:
             if p.mode != "mono":
-                raise OptionError("Parameter 'energy_kev' applies to mode 'mono' only; drop it or add \"mode\": \"mono\".")
+                raise OptionError("Parameter 'energy_kev' applies to mode 'mono' only; "
+                                  "drop it or add \"mode\": \"mono\".")
             p.energy_kev = as_float(param(req, "energy_kev"), "energy_kev", ENERGY_RANGE[0], ENERGY_RANGE[1])
         if param(req, "dose") is not None:
             p.dose = as_float(param(req, "dose"), "dose", 0.0, 1e9)

@@ -111,4 +111,5 @@ def after_render(job) -> None:
     path = Path(job.out_dir) / f"{job.stem}.coco.json"
     write_coco(path, to_coco([(f"{job.stem}.png", drr, labels)]))
     job.extra_outputs.append(path)
-    job.sidecar_extra["nodules"] = [{k: v for k, v in lab.items() if k != "segmentation" and not k.startswith("time_")} for lab in labels]
+    job.sidecar_extra["nodules"] = [{k: v for k, v in lab.items() if k != "segmentation" and not k.startswith("time_")}
+                                    for lab in labels]
