@@ -46,6 +46,7 @@ class MunitTrainConfig:
     val_lq: str | None = None        # LQ folder for validation (default: the training LQ images)
     val_every: int = 500
     val_images: int = 8
+    best_ssim_floor: float = 0.5     # RUN/model_best.pt: lowest validation spectrum distance with SSIM >= this
     ckpt_every: int = 100
     n_saved: int = 2
     log_every: int = 10
@@ -308,6 +309,7 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
     tb = None
     if rank == 0:
         _truncate_log(log_path, start)
+        _truncate_log(out / "val.jsonl", start)
 
         @trainer.on(Events.ITERATION_COMPLETED)
         def _log(engine):
@@ -338,6 +340,14 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
                 "train_seconds": prev_seconds + time.time() - wall0}
         return MunitTranslator(copy.deepcopy(raw_gen).cpu(), mcfg, meta)
 
+    best: dict = {}
+    if rank == 0 and start > 0 and (out / "val.jsonl").is_file():  # the best of the earlier starts
+        for line in (out / "val.jsonl").read_text().splitlines():
+            m = json.loads(line)
+            if m["iteration"] <= start and m["ssim_to_source"] >= cfg.best_ssim_floor and \
+                    m["spectrum_to_lq"] < best.get("spectrum_to_lq", float("inf")):
+                best = m
+
     def validate(engine):
         if rank == 0:
             tr = translator()
@@ -356,6 +366,12 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
                       f"{metrics['ssim_to_source']:.3f}", flush=True)
             tr.meta["val"] = metrics
             tr.save(out / "model.pt")
+            # GAN training oscillates: keep the translator closest to the LQ spectrum among those that keep the
+            # content (SSIM to source >= best_ssim_floor)
+            if metrics and metrics["ssim_to_source"] >= cfg.best_ssim_floor and \
+                    metrics["spectrum_to_lq"] < best.get("spectrum_to_lq", float("inf")):
+                best.update(metrics)
+                tr.save(out / "model_best.pt")
         if world > 1:
             idist.barrier()
 
