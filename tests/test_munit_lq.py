@@ -12,7 +12,7 @@ from conftest import ROOT, run_dxr
 from dxr_core.data.pairs import write_image
 from dxr_core.data.radiographs import list_radiographs, load_radiograph, resize_radiograph
 from dxr_core.engines import MunitTrainConfig, read_munit_log, train_munit_lq
-from dxr_core.errors import InputError, ModelError, OptionError
+from dxr_core.errors import ModelError, OptionError
 from dxr_core.models.munit import (MunitDiscriminators, MunitGenerators, MunitTranslator, discriminator_loss,
                                    get_munit_config, munit_losses, translate)
 

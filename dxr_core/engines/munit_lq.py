@@ -453,7 +453,8 @@ def evaluate_munit_lq(model, hq_images: list[np.ndarray], drr_refs: list[np.ndar
 def format_munit_eval(res: dict) -> str:
     lines = [f"{res['n_hq']} held-out HQ radiographs vs {res['n_drr']} real DRRs, LQ grid {res['lq_grid']} px "
              f"(MUNIT-LQ iteration {res['model_iteration']})",
-             "| LQ set | spectrum distance | high-freq (set - DRR) | histogram W1 | C2ST accuracy | SSIM to HQ source |",
+             "| LQ set | spectrum distance | high-freq (set - DRR) | histogram W1 | C2ST accuracy "
+             "| SSIM to HQ source |",
              "|---|---|---|---|---|---|"]
     for name, r in res["rows"].items():
         acc = "-" if r["c2st_accuracy"] is None else f"{r['c2st_accuracy']:.2f}"
