@@ -517,9 +517,11 @@ class DiffusionXRayLogic(ScriptedLoadableModuleLogic):
         """Wait for ``job`` while keeping the application responsive (events processed every 50 ms)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         app = getattr(slicer, "app", None)
-        while not job.wait(0.05):
+        while True:  # events first, then wait: the application stays responsive even for a quick answer
             if app is not None and hasattr(app, "processEvents"):
                 app.processEvents()
+            if job.wait(0.05):
+                break
             if deadline is not None and time.monotonic() > deadline:
                 job.cancel()
                 job.wait(10)

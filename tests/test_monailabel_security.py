@@ -203,6 +203,16 @@ def test_datastore_writes_stay_inside(server, strict_server, world):
                                                             "studies/datastore"))}
     assert not new, new
     assert not (world / "escape.png").exists() and not (world.parent / "escape.png").exists()
+    # info updates: a known study works, a traversal id is refused
+    r = requests.put(f"{server.url}/datastore/image/info", params={"image": "phantom"},
+                     data={"info": json.dumps({"note": "checked"})}, timeout=30)
+    assert r.status_code == 200, r.text
+    r = requests.put(f"{server.url}/datastore/image/info", params={"image": "../phantom"},
+                     data={"info": "{}"}, timeout=30)
+    assert r.status_code in (404, 422), r.text
+    r = requests.put(f"{server.url}/datastore/image/info", params={"image": "phantom"}, data={"info": "[1]"},
+                     timeout=30)
+    assert r.status_code == 422, r.text
     # a plain upload works and lands in the studies folder
     r = requests.put(f"{server.url}/datastore/image", params={"image": "uploaded"}, files={"file": ("u.png", png)},
                      timeout=30)

@@ -420,41 +420,30 @@ class AppRoutes:
     async def save_label(self, request: Request, image: str = "", tag: str = "final"):
         return await self._datastore_upload(request, "label", image, tag or "final")
 
-    async def remove_image(self, id: str):
+    async def _change(self, method: str, *args, request: Optional[Request] = None):
+        """A datastore change (``remove_*`` / ``update_*_info``): writes on, names checked by the datastore; an
+        ``info`` form field (a JSON object) is appended to ``args`` when ``request`` is given."""
         try:
             self._require_writes()
-            await run_in_threadpool(self.app.datastore().remove_image, id)
+            if request is not None:
+                form = await read_form(request, MAX_PARAMS_BYTES)
+                args = (*args, parse_params(form.get("info"), "info"))
+            await run_in_threadpool(getattr(self.app.datastore(), method), *args)
             return {}
         except BaseException as err:
             raise self._fail(err) from None
+
+    async def remove_image(self, id: str):
+        return await self._change("remove_image", id)
 
     async def remove_label(self, id: str, tag: str):
-        try:
-            self._require_writes()
-            await run_in_threadpool(self.app.datastore().remove_label, id, tag)
-            return {}
-        except BaseException as err:
-            raise self._fail(err) from None
+        return await self._change("remove_label", id, tag)
 
     async def put_image_info(self, request: Request, image: str):
-        try:
-            self._require_writes()
-            form = await read_form(request, MAX_PARAMS_BYTES)
-            info = parse_params(form.get("info"), "info")
-            await run_in_threadpool(self.app.datastore().update_image_info, image, info)
-            return {}
-        except BaseException as err:
-            raise self._fail(err) from None
+        return await self._change("update_image_info", image, request=request)
 
     async def put_label_info(self, request: Request, label: str, tag: str):
-        try:
-            self._require_writes()
-            form = await read_form(request, MAX_PARAMS_BYTES)
-            info = parse_params(form.get("info"), "info")
-            await run_in_threadpool(self.app.datastore().update_label_info, label, tag, info)
-            return {}
-        except BaseException as err:
-            raise self._fail(err) from None
+        return await self._change("update_label_info", label, tag, request=request)
 
     async def listing(self, output: Optional[str] = None):
         """MONAI Label's datastore listing, without server paths (its ``output=train`` lists full file paths)."""
