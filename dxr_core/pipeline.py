@@ -56,16 +56,29 @@ def make_nodules(volume, p: DRRParams, geometry=None) -> list:
     return out
 
 
-def render(volume, p: DRRParams):
+def cleaned_ct(volume, p: DRRParams):
+    """The CT as ``render`` projects it for request ``p``: cleaned up (couch, field of view, scan ends, contrast)
+    when ``p.preset`` is set, else unchanged; returns (volume, report or None). Cache it to render many images of
+    one CT (``render(..., cleaned=...)``)."""
+    if not p.preset:
+        return volume, None
+    from dxr_core.drr.cleanup import cleanup_ct
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a contrast warning is in the report (and the sidecar)
+        return cleanup_ct(volume, "table,fov,taper,contrast")
+
+
+def render(volume, p: DRRParams, cleaned=None):
     """CT (HU) + request -> (DRR, nodule labels): geometry, physics, base render, then each nodule added by
     re-tracing only the rays through it. With ``p.preset`` the clinical acquisition (scatter, grid, detector,
     processing) is simulated and the CT is cleaned up first (couch, field of view, scan ends, contrast), as
-    ``dxr drr --preset`` does; the clean-up report is in ``drr.meta["cleanup"]``."""
+    ``dxr drr --preset`` does; the clean-up report is in ``drr.meta["cleanup"]``. ``cleaned``: the result of
+    :func:`cleaned_ct` for this CT, when the caller keeps it between images."""
     from dxr_core.drr import make_geometry, render_drr
 
     acquisition, report = None, None
     if p.preset:
-        from dxr_core.drr.cleanup import cleanup_ct
         from dxr_core.drr.presets import preset_acquisition, preset_geometry, preset_physics
 
         # the detector is fitted to the measured CT, before clean-up widens its grid (as `dxr drr` does)
@@ -74,9 +87,7 @@ def render(volume, p: DRRParams):
         physics = preset_physics(p.preset, mode=p.mode, kvp=p.kvp, photons_per_pixel=p.dose or None,
                                  energy_kev=p.energy_kev)
         acquisition = preset_acquisition(p.preset)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a contrast warning is in the report (and the sidecar)
-            volume, report = cleanup_ct(volume, "table,fov,taper,contrast")
+        volume, report = cleaned if cleaned is not None else cleaned_ct(volume, p)
     else:
         geometry = make_geometry(
             volume, view=p.view, sid_mm=p.sid, sad_mm=p.sad, size=p.size, pixel_spacing_mm=p.pixel_spacing,

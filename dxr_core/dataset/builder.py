@@ -145,7 +145,7 @@ def build(ct_dir: str | Path, out: str | Path, cfg: DatasetConfig, rank: int = 0
     from dxr_core.io.ct import read_ct
     from dxr_core.io.radiograph import jsonable
     from dxr_core.params import DRRParams
-    from dxr_core.pipeline import enhance_drr, render
+    from dxr_core.pipeline import cleaned_ct, enhance_drr, render
 
     out = Path(out).expanduser()
     for sub in ("images", "records", "failures"):
@@ -157,10 +157,10 @@ def build(ct_dir: str | Path, out: str | Path, cfg: DatasetConfig, rank: int = 0
         from dxr_core.diffusion.enhancer import load_enhancer
 
         enhancer = load_enhancer(None if cfg.model == "shipped" else cfg.model, device=_device())
-    times = {"read": 0.0, "drr": 0.0, "enhance": 0.0, "write": 0.0}
+    times = {"read": 0.0, "drr": 0.0, "enhance": 0.0, "write": 0.0}  # read: CT read + clean-up, once per CT
     done = skipped = 0
     failed: dict[str, str] = {}
-    volume, volume_of = None, None
+    volume, volume_of, cleaned = None, None, None
     bar = tqdm(jobs, desc=f"dataset shard {rank}/{world}", unit="image", disable=not progress or None)
     for job in bar:
         rec_path = out / "records" / f"{job.image_id}.json"
@@ -171,14 +171,15 @@ def build(ct_dir: str | Path, out: str | Path, cfg: DatasetConfig, rank: int = 0
             continue
         try:
             t0 = time.perf_counter()
-            if volume_of != job.ct:
-                volume, volume_of = None, None
-                volume = read_ct(job.ct)
-                volume_of = job.ct
-            t1 = time.perf_counter()
             params = draw(job, cfg)
             p = DRRParams.from_request({k: v for k, v in params.items() if v is not None}, max_size=4096)
-            drr, labels = render(volume, p)
+            if volume_of != job.ct:
+                volume, volume_of, cleaned = None, None, None
+                volume = read_ct(job.ct)
+                cleaned = cleaned_ct(volume, p)  # once per CT: the clean-up does not depend on the image's draws
+                volume_of = job.ct
+            t1 = time.perf_counter()
+            drr, labels = render(volume, p, cleaned=cleaned)
             t2 = time.perf_counter()
             lq_geometry = drr.geometry
             if enhancer is not None:
