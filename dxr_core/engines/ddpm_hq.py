@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,19 +87,10 @@ def estimate_residual_scale(pairs, target_std: float = 0.5) -> float:
 
 def train_ddpm_hq(cfg: TrainConfig) -> dict:
     """Train (or resume) a DDPM-HQ run in ``cfg.out``. Returns the final summary (also RUN/summary.json)."""
-    import ignite.distributed as idist
+    from dxr_core.engines.launch import launch
 
     cfg.validate()
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    if cfg.backend is None and "WORLD_SIZE" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        cfg.backend = "nccl" if torch.cuda.is_available() else "gloo"
-    kwargs = {}
-    if cfg.backend is not None and cfg.nproc_per_node and "WORLD_SIZE" not in os.environ:
-        kwargs["nproc_per_node"] = int(cfg.nproc_per_node)
-    with idist.Parallel(backend=cfg.backend, **kwargs) as parallel:
-        parallel.run(_training, asdict(cfg))
-    summary_path = Path(cfg.out) / "summary.json"
-    return json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return launch(_training, cfg)
 
 
 def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one readable training script

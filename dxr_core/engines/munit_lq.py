@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -212,20 +212,11 @@ def create_evaluator(translator_fn, val_hq: list[np.ndarray], val_lq: list[np.nd
 
 def train_munit_lq(cfg: MunitTrainConfig) -> dict:
     """Train (or resume) a MUNIT-LQ run in ``cfg.out``. Returns the summary (also RUN/summary.json)."""
-    import ignite.distributed as idist
+    from dxr_core.engines.launch import launch
 
     cfg.validate()
     cfg.model_config()  # unknown preset: OptionError before anything starts
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    if cfg.backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        cfg.backend = "nccl" if torch.cuda.is_available() else "gloo"
-    kwargs = {}
-    if cfg.backend is not None and cfg.nproc_per_node and "WORLD_SIZE" not in os.environ:
-        kwargs["nproc_per_node"] = int(cfg.nproc_per_node)
-    with idist.Parallel(backend=cfg.backend, **kwargs) as parallel:
-        parallel.run(_training, asdict(cfg))
-    p = Path(cfg.out) / "summary.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
+    return launch(_training, cfg)
 
 
 def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one readable training script
