@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from dxr_core.data.pairs import read_image, write_image
     from dxr_core.data.radiographs import load_radiograph, patient_split
     from dxr_core.degrade import degrade
-    from dxr_core.degrade.commands import image_seed
+    from dxr_core.degrade.api import image_seed
     from dxr_core.metrics.domain import domain_gap, prepare
 
     out = Path(args.out)

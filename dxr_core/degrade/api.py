@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import zlib
 from typing import Any, Callable
 
 import numpy as np
@@ -18,6 +19,12 @@ METHODS: dict[str, str] = {
     "munit": "dxr_core.degrade.learned:munit",
     "ddpm": "dxr_core.degrade.learned:ddpm",
 }
+
+
+def image_seed(seed: int, name: str) -> int:
+    """Per-image seed from the run seed and the file name (stable when files are added or removed)."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
+               .generate_state(1)[0])
 
 
 def _function(method: str) -> Callable[..., Any]:

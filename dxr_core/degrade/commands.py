@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import zlib
 from pathlib import Path
 
 
@@ -84,14 +83,6 @@ def run_make_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
-def image_seed(seed: int, name: str) -> int:
-    """Per-image seed from the run seed and the file name (stable when files are added or removed)."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
-               .generate_state(1)[0])
-
-
 def _check_same_run(side: Path, args: argparse.Namespace, options: dict) -> None:
     """A finished output is only skipped when it was made by the same method, seed, scale and options."""
     from dxr_core.errors import OptionError
@@ -114,7 +105,7 @@ def run_degrade(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from dxr_core.data.radiographs import list_radiographs
-    from dxr_core.degrade.api import _function, degrade, method_options, output_shape
+    from dxr_core.degrade.api import _function, degrade, image_seed, method_options, output_shape
     from dxr_core.errors import InputError, OptionError
     from dxr_core.io.atomic import write_text_atomic
     from dxr_core.io.radiograph import _stem, dumps_json, read_radiograph, write_radiograph

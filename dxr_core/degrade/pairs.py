@@ -55,7 +55,7 @@ def make_pairs(files: Sequence[str | os.PathLike], out: str | os.PathLike, metho
     from tqdm.auto import tqdm
 
     from dxr_core.degrade.api import METHODS, degrade
-    from dxr_core.degrade.commands import image_seed
+    from dxr_core.degrade.api import image_seed
     from dxr_core.io.atomic import write_text_atomic
     from dxr_core.io.radiograph import read_radiograph, write_radiograph
 
