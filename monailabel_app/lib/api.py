@@ -37,7 +37,7 @@ from starlette.formparsers import FormParser, MultiPartException, MultiPartParse
 
 from dxr_core.errors import DXRError, OptionError
 
-from .datastore import UNKNOWN_STUDY, BadName, StudyNotFound, WritesDisabled, valid_name
+from .datastore import UNKNOWN_STUDY, BadName, StudyNotFound, WritesDisabled, require_writes, valid_name
 from .infers.common import http_status
 from .infers.drr import DRR_KEYS
 from .infers.enhance import ENHANCE_KEYS
@@ -294,13 +294,12 @@ class AppRoutes:
             result_file, result = await asyncio.wrap_future(self.pool.submit(model, job, self.cfg.max_seconds))
         except BaseException as err:
             await _close_uploads(form)
-            if folder:
-                shutil.rmtree(folder, ignore_errors=True)
             if isinstance(err, asyncio.CancelledError):
                 raise
             raise self._fail(err) from None
-        if folder:
-            shutil.rmtree(folder, ignore_errors=True)
+        finally:  # the upload is gone on every path (the worker has finished with it)
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
         result = scrub_json(result, self.roots)
         if study is not None and self.cfg.save_results and result_file:
             try:
@@ -375,10 +374,8 @@ class AppRoutes:
             raise self._fail(err) from None
 
     # --- /datastore writes -------------------------------------------------------------------------------------
-    def _require_writes(self) -> None:
-        if not self.cfg.datastore_writes:
-            raise WritesDisabled("This server's datastore is read-only for clients; start it with --conf "
-                                 "datastore_writes true to allow uploads and changes.")
+    def _require_writes(self) -> None:  # before the body is read: a refused upload costs nothing
+        require_writes(self.cfg.datastore_writes)
 
     async def _datastore_upload(self, request: Request, field: str, image_id: Optional[str], tag: Optional[str]):
         folder = None

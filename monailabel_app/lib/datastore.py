@@ -47,6 +47,13 @@ class BadName(DXRError):
     http_code = 422
 
 
+def require_writes(enabled: bool) -> None:
+    """:class:`WritesDisabled` (403) unless client writes were switched on with ``--conf datastore_writes true``."""
+    if not enabled:
+        raise WritesDisabled("This server's datastore is read-only for clients; start it with --conf "
+                             "datastore_writes true to allow uploads and changes.")
+
+
 def valid_name(name: Any) -> bool:
     return isinstance(name, str) and bool(NAME_RE.match(name)) and ".." not in name
 
@@ -107,9 +114,7 @@ class StudiesDatastore(LocalDatastore):
 
     # --- client writes -------------------------------------------------------------------------------------------
     def _check_write(self, image_id: Any, tag: Any = None, must_exist: bool = True) -> None:
-        if not self.writes:
-            raise WritesDisabled("This server's datastore is read-only for clients; start it with --conf "
-                                 "datastore_writes true to allow uploads and changes.")
+        require_writes(self.writes)
         if not valid_name(image_id):
             raise BadName("An image id must be a plain name (letters, digits, '.', '_', '-'; no path separators, "
                           "no leading dot, no '..').")

@@ -90,6 +90,21 @@ class AppConfig:
     def finetuned_path(self) -> str:
         return os.path.join(self.model_dir, FINETUNED_NAME)
 
+    def model_paths(self) -> dict[str, str]:
+        """Server path of each enhancement model id, in serving order: "conf" (--conf model_path, when given),
+        "finetuned" (published by /train), "shipped" (dxr_core/weights)."""
+        from dxr_core.diffusion.enhancer import DEFAULT_WEIGHTS
+
+        ids = {"conf": self.model_path} if self.model_path else {}
+        return {**ids, "finetuned": self.finetuned_path(), "shipped": str(DEFAULT_WEIGHTS)}
+
+    def served_model(self) -> tuple[str | None, str | None]:
+        """(id, path) of the model ``drr_enhance`` serves now: the first installed one of :meth:`model_paths`."""
+        for model_id, path in self.model_paths().items():
+            if os.path.isfile(path):
+                return model_id, path
+        return None, None
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)

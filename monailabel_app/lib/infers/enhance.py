@@ -28,9 +28,9 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from dxr_core.errors import InputError, OptionError
-from dxr_core.nodules.rescale import rescale_labels, scale_matrix
+from dxr_core.nodules.rescale import rescale_projection
 from dxr_core.params import ENHANCE_KEYS, DRRParams, parse_enhance  # noqa: F401  (ENHANCE_KEYS: request contract)
-from dxr_core.pipeline import drr_result_json, render
+from dxr_core.pipeline import drr_result_json, enhance_drr, render
 
 from ..configs import AppConfig
 from .common import (
@@ -112,23 +112,14 @@ class EnhanceTask(BasicInferTask):
 
     # model ----------------------------------------------------------------------------------------------------
     def model_path(self) -> str | None:
-        from dxr_core.diffusion.enhancer import DEFAULT_WEIGHTS
-
-        for p in (self.cfg.model_path, self.cfg.finetuned_path(), str(DEFAULT_WEIGHTS)):
-            if p and os.path.isfile(p):
-                return p
-        return None
+        return self.cfg.served_model()[1]
 
     def get_path(self, validate=True):
         return self.model_path()
 
     def model_id(self, path: str | None) -> str | None:
         """What a client is told about a checkpoint: "conf" (--conf model_path), "finetuned" or "shipped"."""
-        if path is None:
-            return None
-        if self.cfg.model_path and path == self.cfg.model_path:
-            return "conf"
-        return "finetuned" if path == self.cfg.finetuned_path() else "shipped"
+        return next((k for k, p in self.cfg.model_paths().items() if p == path), None)
 
     def model_status(self) -> Dict[str, Any]:
         path = self.model_path()
@@ -197,9 +188,14 @@ class EnhanceTask(BasicInferTask):
         evaluations = enhancer.evaluations(e["sampler"], e["steps"])
         rows, cols = data["lq"].shape
         check_work(evaluations, (round(rows * e["scale"]), round(cols * e["scale"])), self.cfg)
+        kw = dict(scale=e["scale"], sampler=e["sampler"], steps=e["steps"], seed=e["seed"], tile=e["tile"])
+        lq = data.pop("lq")
         with self._run_lock:
-            out = enhancer.enhance(data.pop("lq"), scale=e["scale"], sampler=e["sampler"], steps=e["steps"],
-                                   seed=e["seed"], tile=e["tile"])
+            if data["dxr_kind"] == "ct":  # the pipeline's step: labels and projection follow the enhanced grid
+                out, data["grid"], data["nodule_labels"] = enhance_drr(data["drr"], data["nodule_labels"], enhancer,
+                                                                        **kw)
+            else:
+                out = enhancer.enhance(lq, **kw)
         e["network_evaluations"] = evaluations
         data[self.output_label_key] = np.asarray(out, dtype=np.float32)
         return data
@@ -213,12 +209,10 @@ class EnhanceTask(BasicInferTask):
         enh = dict(e)
         enh["model"] = self.model_id(data["dxr_model_path"])  # an id, never a server path
         if data["dxr_kind"] == "ct":
-            drr = data.pop("drr")
+            drr, g = data.pop("drr"), data.pop("grid")  # g: the same detector with the enhanced pixels
             lq_rows, lq_cols = drr.geometry.size
-            g = drr.geometry.with_size((rows, cols))  # same detector, finer pixels
-            sy, sx = rows / lq_rows, cols / lq_cols
-            result = drr_result_json(drr, rescale_labels(data.pop("nodule_labels"), sy, sx), p,
-                                     g.pixel_spacing_mm, (rows, cols), "drr_enhance")
+            result = drr_result_json(drr, data.pop("nodule_labels"), p, g.pixel_spacing_mm, (rows, cols),
+                                     "drr_enhance")
             result["geometry"] = jsonable(g.to_dict())
             result["projection_matrix"] = jsonable(np.asarray(g.projection_matrix))
             result["lq"] = {"size": [int(lq_rows), int(lq_cols)],
@@ -243,8 +237,7 @@ class EnhanceTask(BasicInferTask):
             }
             side = lq_meta.get("sidecar") or {}
             if side.get("projection_matrix") is not None:  # a DRR with its sidecar: carry the projection over
-                pm = scale_matrix(sy, sx) @ np.asarray(side["projection_matrix"], dtype=np.float64)
-                result["projection_matrix"] = jsonable(pm)
+                result["projection_matrix"] = rescale_projection(side["projection_matrix"], sy, sx)
             meta = {"dxr_task": "drr_enhance"}
         result["enhance"] = jsonable(enh)
         path = write_result_nrrd(img, spacing or (1.0, 1.0), p.output_dtype, meta)

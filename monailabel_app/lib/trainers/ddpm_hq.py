@@ -71,16 +71,11 @@ class DDPMHQFineTune(TrainTask):
 
     # ------------------------------------------------------------------------------------------------------------
     def model_path(self, model_id: str) -> str | None:
-        """Server path of a model id (``served``: what ``drr_enhance`` uses now)."""
-        from dxr_core.diffusion.enhancer import DEFAULT_WEIGHTS
-
+        """Server path of a model id (``served``: what ``drr_enhance`` uses now); None when not installed."""
         if model_id == "served":
-            for p in (self.cfg.model_path, self.cfg.finetuned_path(), str(DEFAULT_WEIGHTS)):
-                if p and os.path.isfile(p):
-                    return p
-            return None
-        path = self.cfg.finetuned_path() if model_id == "finetuned" else str(DEFAULT_WEIGHTS)
-        return path if os.path.isfile(path) else None
+            return self.cfg.served_model()[1]
+        path = self.cfg.model_paths().get(model_id)
+        return path if path and os.path.isfile(path) else None
 
     def runs_dir(self) -> str:
         return os.path.join(self.cfg.model_dir, "runs")
