@@ -1,4 +1,4 @@
-"""Realism of DRRs against real radiographs: raw DRR vs realistic DRR (--preset pa-chest + CT clean-up).
+"""Realism of DRRs against real radiographs: raw DRR (--preset none) vs the default DRR (pa-chest + CT clean-up).
 
     .venv/bin/python bench/drr_realism.py --real CXR_DIR --ct CT1 [--ct CT2 ...] [--phantoms 2] \
         --out /tmp/realism [--png docs/drr_realism.png]
@@ -7,10 +7,11 @@ For every CT (DICOM folders or volume files given with ``--ct``) and every phant
 0..N-1, written as NRRD first) three PA DRRs are rendered through ``dxr drr`` itself (so the bench measures what a
 user gets), all at ``--size`` pixels (default 512):
 
-* ``raw``       - today's default: ``dxr drr --ct CT --size 512`` (fixed log window, no scatter, detector or clean-up);
+* ``raw``       - ``dxr drr --ct CT --size 512 --preset none`` (fixed log window, no scatter, detector or clean-up);
 * ``preset``    - ``--preset pa-chest --cleanup none`` (acquisition physics only: geometry, scatter + grid, CsI
   detector with quantum noise, multiscale processing);
-* ``realistic`` - ``--preset pa-chest`` (acquisition physics + the CT clean-up, which the preset switches on).
+* ``realistic`` - ``dxr drr``'s default, ``--preset pa-chest`` (acquisition physics + the CT clean-up, which the
+  preset switches on).
 
 Each set is compared with the real radiographs of ``--real`` by ``dxr_core.metrics.domain`` on a common 256 x 256
 grid (central square, area-averaged): (a) the radially averaged power spectrum of the central region (75 % of the
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 VARIANTS = {
-    "raw": [],
+    "raw": ["--preset", "none"],
     "preset": ["--preset", "pa-chest", "--cleanup", "none"],
     "realistic": ["--preset", "pa-chest"],
 }

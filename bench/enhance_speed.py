@@ -1,7 +1,7 @@
 """Seconds and peak memory of one 512 -> 1024 enhancement (20 evaluations, default preset, default tiling) on this
 CPU, against a MONAI DiffusionModelUNet configured like the published model, timed in the same run.
 
-    python bench/enhance_speed.py [--model PATH] [--threads 2] [--steps 20] [--tile 512] [--skip-paper]
+    python bench/enhance_speed.py [--model PATH] [--threads 2] [--steps 10] [--tile 512] [--skip-paper]
 
 Peak memory: the process's peak resident set size while enhancing (includes the Python/torch runtime), measured
 in a child process so the paper network cannot inflate it. The published sampler = 2000 evaluations of the
@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from dxr_core.diffusion.defaults import DEFAULT_SAMPLER  # noqa: E402  (import-free module)
+from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS  # noqa: E402  (import-free module)
 
 
 def _ours(args) -> dict:
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--skip-paper", action="store_true")
     ap.add_argument("--child", choices=["ours", "paper"], help=argparse.SUPPRESS)

@@ -109,7 +109,7 @@ MAX_NODULES = 20
 class DRRParams:
     """A validated DRR request (everything ``dxr_core`` needs, in its own units)."""
 
-    preset: str | None = None  # pa-chest / ap-portable / lateral: clinical acquisition + CT clean-up (opt-in)
+    preset: str | None = "pa-chest"  # pa-chest / ap-portable / lateral: clinical acquisition + CT clean-up; None: raw
     view: str = "pa"
     size: Tuple[int, int] = (512, 512)
     pixel_spacing: float | None = None
@@ -137,18 +137,18 @@ class DRRParams:
         """Check a request (CLI options, server params) and return it in ``dxr_core``'s units; OptionError -> 422."""
         from dxr_core.drr.geometry import VIEWS
 
-        from dxr_core.drr.presets import PRESET_NAMES, get_preset
+        from dxr_core.drr.presets import DEFAULT_PRESET, PRESET_NAMES, get_preset
 
         p = cls()
-        if param(req, "preset") not in (None, "none"):
-            p.preset = as_choice(param(req, "preset"), "preset", PRESET_NAMES)
+        preset = param(req, "preset", DEFAULT_PRESET)
+        p.preset = None if preset in (None, "none") else as_choice(preset, "preset", PRESET_NAMES)
         pr = get_preset(p.preset) if p.preset else None
         p.view = as_choice(param(req, "view", pr.view if pr else "pa"), "view", VIEWS)
         p.size = as_size(param(req, "size", 512), "size", 16, max_size)
         if param(req, "pixel_spacing") is not None:
             p.pixel_spacing = as_float(param(req, "pixel_spacing"), "pixel_spacing", 0.0, 20.0, lo_open=True)
-        p.sid = as_float(param(req, "sid", 1500.0), "sid", 100.0, 10000.0)
-        p.sad = as_float(param(req, "sad", 1000.0), "sad", 50.0, 10000.0)
+        p.sid = as_float(param(req, "sid", pr.sid_mm if pr else 1500.0), "sid", 100.0, 10000.0)
+        p.sad = as_float(param(req, "sad", pr.sad_mm if pr else 1000.0), "sad", 50.0, 10000.0)
         if p.sad >= p.sid:
             raise OptionError(f"Parameter 'sad' ({p.sad:g} mm) must be smaller than 'sid' ({p.sid:g} mm): the "
                               "patient sits between the source and the detector.")

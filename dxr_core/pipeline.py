@@ -83,7 +83,7 @@ def render(volume, p: DRRParams, cleaned=None):
 
         # the detector is fitted to the measured CT, before clean-up widens its grid (as `dxr drr` does)
         geometry = preset_geometry(volume, p.preset, size=p.size, pixel_spacing_mm=p.pixel_spacing,
-                                   rotation_deg=p.rotation)
+                                   rotation_deg=p.rotation, view=p.view, sid_mm=p.sid, sad_mm=p.sad)
         physics = preset_physics(p.preset, mode=p.mode, kvp=p.kvp, photons_per_pixel=p.dose or None,
                                  energy_kev=p.energy_kev)
         acquisition = preset_acquisition(p.preset)

@@ -51,18 +51,40 @@ def test_preset_render_records_everything(tmp_path, ct):
     assert (out / "ct.nrrd").stat().st_mtime_ns == mtime
 
 
-def test_switches_off_equal_todays_output_and_settings(tmp_path, ct):
+def test_default_is_pa_chest_and_none_is_the_raw_projection(tmp_path, ct):
     base = ["drr", "--ct", str(ct), "--size", "48", "--formats", "nrrd,json"]
-    assert main(base + ["--out", str(tmp_path / "a")]) == 0
-    assert main(base + ["--out", str(tmp_path / "b"), "--processing", "raw", "--scatter", "off",
+    assert main(base + ["--out", str(tmp_path / "default")]) == 0
+    assert main(base + ["--out", str(tmp_path / "pa"), "--preset", "pa-chest"]) == 0
+    d, pa = read_radiograph(tmp_path / "default" / "ct.nrrd")[0], read_radiograph(tmp_path / "pa" / "ct.nrrd")[0]
+    assert np.array_equal(d, pa)
+    sd = _side(tmp_path / "default")
+    assert sd["acquisition"]["preset"] == "pa-chest" and sd["geometry"]["sid_mm"] == 1800.0
+    assert sd["cleanup"]["steps"]  # the CT is cleaned up by default too
+
+    # --preset none and every switch off: the raw projection, recorded as before presets existed
+    assert main(base + ["--out", str(tmp_path / "a"), "--preset", "none"]) == 0
+    assert main(base + ["--out", str(tmp_path / "b"), "--preset", "none", "--processing", "raw", "--scatter", "off",
                         "--detector", "off"]) == 0
     a, b = read_radiograph(tmp_path / "a" / "ct.nrrd")[0], read_radiograph(tmp_path / "b" / "ct.nrrd")[0]
-    assert np.array_equal(a, b)
+    assert np.array_equal(a, b) and not np.allclose(a, d, atol=0.01)
     sa = _side(tmp_path / "a")["dxr_drr"]["settings"]
-    assert "acquisition" not in sa  # today's settings record is unchanged (old outputs still count as done)
+    assert "acquisition" not in sa  # the raw settings record is unchanged (old raw outputs still count as done)
     assert sa["view"] == "pa" and sa["size"] == [48, 48] and sa["kvp"] == 120.0 and sa["sid_mm"] == 1500.0
     assert sa["sad_mm"] == 1000.0
     assert _side(tmp_path / "a")["acquisition"]["processing"]["mode"] == "raw"
+    assert "cleanup" not in _side(tmp_path / "a")
+
+
+def test_native_size_and_bad_preset(tmp_path, ct, capsys):
+    assert main(["drr", "--ct", str(ct), "--out", str(tmp_path / "n"), "--preset", "ap-portable", "--size", "native",
+                 "--formats", "json", "--detector", "off", "--scatter", "off"]) == 0
+    g = _side(tmp_path / "n")["geometry"]
+    assert g["size"] == [2688, 2688] and g["pixel_spacing_mm"] == pytest.approx([0.16, 0.16], rel=1e-3)
+    assert main(["drr", "--ct", str(ct), "--out", str(tmp_path / "x"), "--preset", "none", "--size", "native"]) != 0
+    assert "--size native" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["drr", "--ct", str(ct), "--out", str(tmp_path / "y"), "--preset", "pa_chst"])
+    assert "unknown preset" in capsys.readouterr().err
 
 
 def test_lateral_and_portable_presets_and_bad_grid(tmp_path, ct, capsys):

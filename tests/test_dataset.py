@@ -143,6 +143,15 @@ def test_bad_config_is_one_clear_error(cts, tmp_path):
     assert proc.returncode == 2 and "colour" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_defaults_follow_the_library():
+    from dxr_core.dataset import DatasetConfig
+    from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
+    from dxr_core.drr.presets import DEFAULT_PRESET
+
+    cfg = DatasetConfig()
+    assert (cfg.steps, cfg.sampler, cfg.preset) == (DEFAULT_STEPS, DEFAULT_SAMPLER, DEFAULT_PRESET)
+
+
 def test_dxr_enhance_carries_sidecar_and_labels(cts, tiny_ddpm_hq_model, tmp_path):
     """`dxr enhance` of a DRR with its sidecar and COCO file writes both for the enhanced grid."""
     drr_dir, out = tmp_path / "drr", tmp_path / "enh"

@@ -46,7 +46,9 @@ def _drr(vol, geom):
 # real CT: the couch in the lateral view
 # ----------------------------------------------------------------------------------------------------------------
 def test_real_ct_table_visible_in_lateral_view_before_and_absent_after(tmp_path):
-    base = ["drr", "--ct", str(SAMPLE), "--view", "lateral", "--size", "128", "--formats", "nrrd,json"]
+    # the raw projection (--preset none) isolates the couch step from the acquisition model
+    base = ["drr", "--ct", str(SAMPLE), "--preset", "none", "--view", "lateral", "--size", "128",
+            "--formats", "nrrd,json"]
     assert main(base + ["--out", str(tmp_path / "raw")]) == 0
     assert main(base + ["--out", str(tmp_path / "none"), "--cleanup", "none"]) == 0
     assert main(base + ["--out", str(tmp_path / "clean"), "--cleanup", "table"]) == 0

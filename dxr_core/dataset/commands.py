@@ -1,36 +1,13 @@
 """`dxr dataset` and `dxr dataset-merge`: option parsing only; the work is in :mod:`dxr_core.dataset.builder`."""
 from __future__ import annotations
 
-import argparse
 import json
 
-
-def _pair(kind):
-    def conv(text: str):
-        try:
-            v = [kind(t) for t in str(text).split(",") if t.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not MIN,MAX") from None
-        if len(v) == 1:
-            v = v * 2
-        if len(v) != 2:
-            raise argparse.ArgumentTypeError(f"{text!r} is not MIN,MAX")
-        return v
-
-    return conv
+from dxr_core.argtypes import comma_list as _list
+from dxr_core.argtypes import min_max
+from dxr_core.argtypes import on_off as _bool
 
 
-def _list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _bool(text: str) -> bool:
-    v = text.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not on/off")
 
 
 def add_commands(subparsers) -> None:
@@ -47,14 +24,14 @@ def add_commands(subparsers) -> None:
     p.add_argument("--images-per-ct", type=int, dest="images_per_ct")
     p.add_argument("--preset", help="pa-chest (default), ap-portable, lateral, or none (raw DRR)")
     p.add_argument("--views", type=_list, metavar="LIST", help="pa,ap,lateral,rlat (drawn per image)")
-    p.add_argument("--rotation-deg", type=_pair(float), dest="rotation_deg", metavar="MIN,MAX")
-    p.add_argument("--kvp", type=_pair(float), metavar="MIN,MAX")
-    p.add_argument("--dose", type=_pair(float), metavar="MIN,MAX", help="photons per pixel (0 = noise-free)")
+    p.add_argument("--rotation-deg", type=min_max(float), dest="rotation_deg", metavar="MIN,MAX")
+    p.add_argument("--kvp", type=min_max(float), metavar="MIN,MAX")
+    p.add_argument("--dose", type=min_max(float), metavar="MIN,MAX", help="photons per pixel (0 = noise-free)")
     p.add_argument("--size", type=int, help="DRR side in pixels")
-    p.add_argument("--nodules", type=_pair(int), metavar="MIN,MAX", help="nodules per image that has nodules")
+    p.add_argument("--nodules", type=min_max(int), metavar="MIN,MAX", help="nodules per image that has nodules")
     p.add_argument("--nodule-free", type=float, dest="nodule_free", help="share of images without nodules")
     p.add_argument("--nodule-kinds", type=_list, dest="nodule_kinds", metavar="LIST")
-    p.add_argument("--nodule-size-mm", type=_pair(float), dest="nodule_size_mm", metavar="MIN,MAX")
+    p.add_argument("--nodule-size-mm", type=min_max(float), dest="nodule_size_mm", metavar="MIN,MAX")
     p.add_argument("--enhance", type=_bool, metavar="on|off")
     p.add_argument("--model", help="enhancer checkpoint (default: shipped)")
     p.add_argument("--sampler")

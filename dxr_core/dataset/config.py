@@ -16,7 +16,7 @@ Example ``dataset.toml`` (every key optional; these are the defaults)::
     enhance = true             # DDPM-HQ 2x enhancement
     model = "shipped"          # or a checkpoint path
     sampler = "ddim"
-    steps = 20
+    steps = 10                 # DDIM network evaluations (the enhancer's default, see its model card)
     scale = 2
     formats = ["png"]          # png (16-bit) and/or dcm (DICOM DX)
     split = [0.7, 0.15, 0.15]  # train / val / test shares of the CTs (patients): no patient in two splits
@@ -41,7 +41,7 @@ FORMATS = ("png", "dcm")
 @dataclass
 class DatasetConfig:
     images_per_ct: int = 4
-    preset: str = "pa-chest"
+    preset: str = "pa-chest"  # = dxr_core.drr.presets.DEFAULT_PRESET (tested)
     views: list = field(default_factory=lambda: ["pa"])
     rotation_deg: list = field(default_factory=lambda: [-5.0, 5.0])
     kvp: list = field(default_factory=lambda: [110.0, 130.0])
@@ -54,7 +54,7 @@ class DatasetConfig:
     enhance: bool = True
     model: str = "shipped"
     sampler: str = "ddim"
-    steps: int = 20
+    steps: int = 10  # = dxr_core.diffusion.defaults.DEFAULT_STEPS (tested)
     scale: float = 2.0
     formats: list = field(default_factory=lambda: ["png"])
     split: list = field(default_factory=lambda: [0.7, 0.15, 0.15])

@@ -123,7 +123,7 @@ def run_enhance(args) -> int:
     from dxr_core.io import read_radiograph, write_radiograph
 
     if args.steps < 1:
-        raise OptionError("--steps must be at least 1 (20 is a good default).")
+        raise OptionError("--steps must be at least 1 (the default is 10).")
     if args.tile < 0:
         raise OptionError("--tile must be 0 (no tiling) or a positive number of pixels such as 512.")
     files = _collect_inputs(args.inputs)

@@ -150,7 +150,7 @@ class Enhancer:
         if sampler not in SAMPLERS:
             raise OptionError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         if int(steps) < 1:
-            raise OptionError("--steps must be at least 1 (20 is a good default).")
+            raise OptionError("--steps must be at least 1 (the default is 10).")
         if lq.ndim != 4 or lq.shape[1] != 1:
             raise InputError(f"expected a (B,1,H,W) single-channel batch, got shape {tuple(lq.shape)}; convert the "
                              "radiograph to greyscale first.")

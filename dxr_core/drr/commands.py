@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from dxr_core.drr.presets import DEFAULT_PRESET
 from dxr_core.errors import DXRError, InputError, OptionError
 
 DEFAULT_FORMATS = "dcm,png,nrrd,json"
@@ -89,7 +90,9 @@ def expected_hook_outputs(hooks: list[ModuleType], args: argparse.Namespace, out
 # ----------------------------------------------------------------------------------------------------------------
 # parser
 # ----------------------------------------------------------------------------------------------------------------
-def _size(text: str) -> tuple[int, int]:
+def _size(text: str) -> tuple[int, int] | str:
+    if str(text).strip().lower() == "native":  # the preset's detector matrix (e.g. 3000x3000 for pa-chest)
+        return "native"
     parts = str(text).lower().replace("*", "x").split("x")
     try:
         vals = tuple(int(p) for p in parts)
@@ -128,6 +131,17 @@ def _positive(kind: type, name: str):
     return conv
 
 
+def _preset(text: str) -> str | None:
+    from dxr_core.drr.presets import PRESET_NAMES
+
+    key = str(text).strip().lower().replace("_", "-")
+    if key == "none":
+        return None
+    if key not in PRESET_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; choose one of {', '.join(PRESET_NAMES)} or none")
+    return key
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ct", metavar="PATH", help="one CT: DICOM series folder or NIfTI/NRRD/MHA file")
@@ -136,8 +150,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view", default=None, choices=VIEW_CHOICES,
                    help="projection view (default pa; with --preset the preset's view)")
     p.add_argument("--size", type=_size, default=None, metavar="N|RxC",
-                   help="detector pixels, N or ROWSxCOLS (default 512; with --preset the detector's native matrix, "
-                        "or the preset's field divided by --spacing-mm)")
+                   help="detector pixels, N or ROWSxCOLS, or 'native' for the preset detector's own matrix "
+                        "(default 512, over the preset's field; with --spacing-mm the field divided by it)")
     p.add_argument("--spacing-mm", type=_spacing, default=None, metavar="MM",
                    help="detector pixel spacing in mm, one value or ROW,COL (default: fit the CT with a margin)")
     p.add_argument("--kvp", type=_positive(float, "--kvp"), default=None,
@@ -154,10 +168,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="source-isocentre distance (default 1000; with --preset the preset's)")
     from dxr_core.drr.presets import PRESET_NAMES
 
-    p.add_argument("--preset", default=None, choices=PRESET_NAMES,
-                   help="clinical chest acquisition (geometry, kV, filtration incl. Cu, grid, CsI detector, dose, "
-                        "processing; see docs/drr_physics.md); explicit options override it. Default: none "
-                        "(today's raw DRR)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, type=_preset, metavar="|".join(PRESET_NAMES + ("none",)),
+                   help="clinical chest acquisition and CT clean-up (geometry, kV, filtration incl. Cu, grid, CsI "
+                        "detector, dose, processing; see docs/drr_physics.md); explicit options override it. "
+                        f"Default {DEFAULT_PRESET}; 'none' gives the raw projection (SID 1500 / SAD 1000, no "
+                        "scatter, detector or processing, CT as given)")
     p.add_argument("--scatter", default=None, choices=("on", "off"),
                    help="scatter-kernel superposition scatter (default: on with --preset, else off)")
     p.add_argument("--grid-ratio", type=float, default=None, metavar="R",
@@ -222,7 +237,8 @@ def _fingerprint(ct: Path) -> list[Any]:
         return []
 
 
-_LEGACY_DEFAULTS = {"view": "pa", "size": (512, 512), "kvp": 120.0, "sid_mm": 1500.0, "sad_mm": 1000.0}
+DEFAULT_SIZE = (512, 512)
+_LEGACY_DEFAULTS = {"view": "pa", "size": DEFAULT_SIZE, "kvp": 120.0, "sid_mm": 1500.0, "sad_mm": 1000.0}
 
 
 def resolve_preset(args: argparse.Namespace) -> None:
@@ -239,11 +255,15 @@ def resolve_preset(args: argparse.Namespace) -> None:
             val = legacy
         elif name == "size":
             sp = getattr(args, "spacing_mm", None)
-            val = (preset.native_size,) * 2 if sp is None else \
+            val = DEFAULT_SIZE if sp is None else \
                 (max(8, int(round(preset.detector_mm / sp[0]))), max(8, int(round(preset.detector_mm / sp[1]))))
         else:
             val = {"view": preset.view, "kvp": preset.kvp, "sid_mm": preset.sid_mm, "sad_mm": preset.sad_mm}[name]
         setattr(args, name, val)
+    if args.size == "native":
+        if preset is None:
+            raise OptionError("--size native needs a preset (its detector's matrix); give pixels, e.g. --size 512.")
+        args.size = (preset.native_size,) * 2
     if preset is not None and getattr(args, "spacing_mm", None) is None:
         args.spacing_mm = (preset.detector_mm / args.size[0], preset.detector_mm / args.size[1])
 

@@ -31,8 +31,8 @@ from typing import Any
 
 from dxr_core.errors import OptionError
 
-__all__ = ["ChestPreset", "PRESETS", "PRESET_NAMES", "get_preset", "preset_geometry", "preset_physics",
-           "preset_acquisition"]
+__all__ = ["ChestPreset", "DEFAULT_PRESET", "PRESETS", "PRESET_NAMES", "get_preset", "preset_geometry",
+           "preset_physics", "preset_acquisition"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,8 @@ PRESETS: dict[str, ChestPreset] = {
                                0.3, 1.35, "typical bedside practice (SID 100 cm, 100 kV, 6:1 grid); EUR 16260 PA dose"),
 }
 PRESET_NAMES = tuple(PRESETS)
+#: what `dxr drr`, the server's drr task, `dxr dataset` and the pipeline render unless told "none" (raw projection)
+DEFAULT_PRESET = "pa-chest"
 
 
 def get_preset(name: str | ChestPreset) -> ChestPreset:
@@ -96,9 +98,11 @@ def get_preset(name: str | ChestPreset) -> ChestPreset:
     return PRESETS[key]
 
 
-def preset_geometry(volume, preset, size=None, pixel_spacing_mm=None, rotation_deg=0.0, isocenter_lps=None):
+def preset_geometry(volume, preset, size=None, pixel_spacing_mm=None, rotation_deg=0.0, isocenter_lps=None,
+                    view: str | None = None, sid_mm: float | None = None, sad_mm: float | None = None):
     """Cone-beam geometry of the preset, isocentre at the volume centre. ``size`` (pixels; default the native
-    matrix) and ``pixel_spacing_mm`` (default: the preset's field divided by ``size``) may be overridden."""
+    matrix), ``pixel_spacing_mm`` (default: the preset's field divided by ``size``), ``view``, ``sid_mm`` and
+    ``sad_mm`` (default: the preset's) may be overridden."""
     from dxr_core.drr.geometry import make_geometry
 
     p = get_preset(preset)
@@ -111,7 +115,8 @@ def preset_geometry(volume, preset, size=None, pixel_spacing_mm=None, rotation_d
         size = (size, size)
     if pixel_spacing_mm is None:
         pixel_spacing_mm = (p.detector_mm / size[0], p.detector_mm / size[1])
-    return make_geometry(volume, view=p.view, sid_mm=p.sid_mm, sad_mm=p.sad_mm, size=tuple(size),
+    return make_geometry(volume, view=view or p.view, sid_mm=sid_mm or p.sid_mm, sad_mm=sad_mm or p.sad_mm,
+                         size=tuple(size),
                          pixel_spacing_mm=pixel_spacing_mm, rotation_deg=rotation_deg, isocenter_lps=isocenter_lps)
 
 

@@ -104,89 +104,126 @@ def _set_carry(ds, tags: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 def write_ct_series(volume: Volume, out_dir: str | os.PathLike, tags: Mapping[str, Any] | None = None,
                     rescale_slope: float = 1.0, rescale_intercept: float = -1024.0,
-                    file_names: list[str] | None = None) -> list[Path]:
+                    file_names: list[str] | None = None, uid_seed: str | None = None,
+                    replace_folder: bool = False) -> list[Path]:
     """Write ``volume`` (HU) as a CT Image Storage series, one file per slice (atomic writes).
 
     Slices are stored as unsigned 16-bit with ``RescaleSlope``/``RescaleIntercept`` and placed by
     ``ImagePositionPatient``/``ImageOrientationPatient`` from the volume's origin and (possibly oblique) direction.
-    ``tags`` may give patient/study tags and ``SeriesInstanceUID``/``Modality``/``SeriesDescription``.
+    ``tags`` may give patient/study tags, ``SeriesInstanceUID``/``Modality``/``SeriesDescription``, and
+    ``ImageType`` (list), ``ManufacturerModelName``, ``BodyPartExamined``, ``WindowCenter``/``WindowWidth``.
     ``file_names`` overrides the default ``slice_0000.dcm`` names (e.g. to shuffle the order on disk).
+    ``uid_seed``: derive every UID from it (the same volume written twice gets the same UIDs); default new UIDs.
+    ``replace_folder``: write the whole series under a temporary sibling and rename it into place, so that a
+    killed run leaves either the old folder or the complete new series (a file at ``out_dir`` is refused).
     Returns the written paths in slice order.
     """
-    import pydicom
     from pydicom.dataset import FileDataset
     from pydicom.uid import generate_uid
 
     tags = dict(tags or {})
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"{str(out)!r} is a file; give a folder for the DICOM series.")
     arr = np.asarray(volume.array, dtype=np.float64)
     nz, ny, nx = arr.shape
     stored = np.round((arr - rescale_intercept) / rescale_slope)
     if stored.min() < 0 or stored.max() > 65535:
         raise OptionError("HU values do not fit 16 bits with this rescale slope/intercept; choose another rescale.")
     stored = stored.astype(np.uint16)
+
+    def uid(*parts: str) -> str:
+        return generate_uid(entropy_srcs=[uid_seed, *parts]) if uid_seed is not None else generate_uid()
+
     d = np.asarray(volume.direction, dtype=np.float64)
     sx, sy, sz = volume.spacing
-    study_uid = tags.get("StudyInstanceUID") or generate_uid()
-    series_uid = tags.get("SeriesInstanceUID") or generate_uid()
-    for_uid = tags.get("FrameOfReferenceUID") or generate_uid()
+    study_uid = tags.get("StudyInstanceUID") or uid("study")
+    series_uid = tags.get("SeriesInstanceUID") or uid("series")
+    for_uid = tags.get("FrameOfReferenceUID") or uid("frame")
     date, time = _now()
-    paths = []
-    for k in range(nz):
-        sop = generate_uid()
-        ds = FileDataset(None, {}, file_meta=_file_meta(tags.get("SOPClassUID", CT_IMAGE_SOP_CLASS), sop),
-                         preamble=b"\0" * 128)
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.SOPClassUID = tags.get("SOPClassUID", CT_IMAGE_SOP_CLASS)
-        ds.SOPInstanceUID = sop
-        ds.StudyDate = tags.get("StudyDate", date)
-        ds.StudyTime = tags.get("StudyTime", time.split(".")[0])
-        ds.ContentDate, ds.ContentTime = date, time
-        ds.AccessionNumber = tags.get("AccessionNumber", "")
-        ds.Modality = tags.get("Modality", "CT")
-        ds.Manufacturer = MANUFACTURER
-        ds.ReferringPhysicianName = tags.get("ReferringPhysicianName", "")
-        ds.StudyDescription = tags.get("StudyDescription", "")
-        ds.SeriesDescription = tags.get("SeriesDescription", "CT")
-        ds.PatientName = tags.get("PatientName", "Anonymous")
-        ds.PatientID = tags.get("PatientID", "DXR0000")
-        ds.PatientBirthDate = tags.get("PatientBirthDate", "")
-        ds.PatientSex = tags.get("PatientSex", "")
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = tags.get("StudyID", "1")
-        ds.SeriesNumber = int(tags.get("SeriesNumber", 1))
-        ds.AcquisitionNumber = 1
-        ds.InstanceNumber = k + 1
-        ds.FrameOfReferenceUID = for_uid
-        ds.PositionReferenceIndicator = ""
-        ds.PatientPosition = tags.get("PatientPosition", "HFS")
-        ds.KVP = tags.get("KVP", "120")
-        ds.SliceThickness = f"{sz:.6g}"
-        pos = np.asarray(volume.origin) + d[:, 2] * sz * k
-        ds.ImagePositionPatient = [f"{v:.6f}" for v in pos]
-        ds.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([d[:, 0], d[:, 1]])]
-        ds.SliceLocation = f"{float(pos @ np.cross(d[:, 0], d[:, 1])):.6f}"
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = ny, nx
-        ds.PixelSpacing = [f"{sy:.8g}", f"{sx:.8g}"]
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0
-        ds.RescaleIntercept = f"{rescale_intercept:.6g}"
-        ds.RescaleSlope = f"{rescale_slope:.6g}"
-        ds.RescaleType = "HU"
-        ds.WindowCenter = "40"
-        ds.WindowWidth = "400"
-        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
-        name = file_names[k] if file_names else f"slice_{k:04d}.dcm"
-        paths.append(_save(ds, out / name))
-    _ = pydicom  # imported for its side effects on the dataset classes
-    return paths
+    target = out
+    if replace_folder:
+        import tempfile
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+        os.chmod(out, 0o755)  # mkdtemp makes it private; a series folder is an ordinary folder
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    names = [file_names[k] if file_names else f"slice_{k:04d}.dcm" for k in range(nz)]
+    try:
+        for k in range(nz):
+            sop = uid("sop", str(k))
+            ds = FileDataset(None, {}, file_meta=_file_meta(tags.get("SOPClassUID", CT_IMAGE_SOP_CLASS), sop),
+                             preamble=b"\0" * 128)
+            ds.SpecificCharacterSet = "ISO_IR 100"
+            ds.ImageType = list(tags.get("ImageType", ["ORIGINAL", "PRIMARY", "AXIAL"]))
+            ds.SOPClassUID = tags.get("SOPClassUID", CT_IMAGE_SOP_CLASS)
+            ds.SOPInstanceUID = sop
+            ds.StudyDate = tags.get("StudyDate", date)
+            ds.StudyTime = tags.get("StudyTime", time.split(".")[0])
+            ds.ContentDate, ds.ContentTime = date, time
+            ds.AccessionNumber = tags.get("AccessionNumber", "")
+            ds.Modality = tags.get("Modality", "CT")
+            ds.Manufacturer = MANUFACTURER
+            if tags.get("ManufacturerModelName"):
+                ds.ManufacturerModelName = tags["ManufacturerModelName"]
+            ds.ReferringPhysicianName = tags.get("ReferringPhysicianName", "")
+            ds.StudyDescription = tags.get("StudyDescription", "")
+            ds.SeriesDescription = tags.get("SeriesDescription", "CT")
+            ds.PatientName = tags.get("PatientName", "Anonymous")
+            ds.PatientID = tags.get("PatientID", "DXR0000")
+            ds.PatientBirthDate = tags.get("PatientBirthDate", "")
+            ds.PatientSex = tags.get("PatientSex", "")
+            ds.StudyInstanceUID = study_uid
+            ds.SeriesInstanceUID = series_uid
+            ds.StudyID = tags.get("StudyID", "1")
+            ds.SeriesNumber = int(tags.get("SeriesNumber", 1))
+            ds.AcquisitionNumber = 1
+            ds.InstanceNumber = k + 1
+            ds.FrameOfReferenceUID = for_uid
+            ds.PositionReferenceIndicator = ""
+            ds.PatientPosition = tags.get("PatientPosition", "HFS")
+            if tags.get("BodyPartExamined"):
+                ds.BodyPartExamined = tags["BodyPartExamined"]
+            ds.KVP = tags.get("KVP", "120")
+            ds.SliceThickness = f"{sz:.6g}"
+            pos = np.asarray(volume.origin) + d[:, 2] * sz * k
+            ds.ImagePositionPatient = [f"{v:.6f}" for v in pos]
+            ds.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([d[:, 0], d[:, 1]])]
+            ds.SliceLocation = f"{float(pos @ np.cross(d[:, 0], d[:, 1])):.6f}"
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.Rows, ds.Columns = ny, nx
+            ds.PixelSpacing = [f"{sy:.8g}", f"{sx:.8g}"]
+            ds.BitsAllocated = 16
+            ds.BitsStored = 16
+            ds.HighBit = 15
+            ds.PixelRepresentation = 0
+            ds.RescaleIntercept = f"{rescale_intercept:.6g}"
+            ds.RescaleSlope = f"{rescale_slope:.6g}"
+            ds.RescaleType = "HU"
+            ds.WindowCenter = str(tags.get("WindowCenter", "40"))
+            ds.WindowWidth = str(tags.get("WindowWidth", "400"))
+            ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+            _save(ds, out / names[k])
+        if replace_folder:
+            import shutil
+
+            old = None
+            if target.exists():
+                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                os.replace(target, old)
+            os.replace(out, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        if replace_folder:
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return [target / n for n in names]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -8,19 +8,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dxr_core.argtypes import comma_list as _list
+from dxr_core.argtypes import min_max
 from dxr_core.errors import OptionError
 
 
 def _pair(text: str) -> tuple[float, float]:
-    try:
-        v = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not MIN,MAX in mm (e.g. 6,20)") from None
-    if len(v) == 1:
-        v = v * 2
-    if len(v) != 2:
-        raise argparse.ArgumentTypeError(f"{text!r} is not MIN,MAX in mm (e.g. 6,20)")
-    return (v[0], v[1])
+    lo, hi = min_max(float, "MIN,MAX in mm (e.g. 6,20)")(text)
+    return (lo, hi)
 
 
 def _point(text: str) -> tuple[float, float, float]:
@@ -31,10 +26,6 @@ def _point(text: str) -> tuple[float, float, float]:
     if len(v) != 3:
         raise argparse.ArgumentTypeError(f"{text!r} is not x,y,z in mm (LPS)")
     return v  # type: ignore[return-value]
-
-
-def _list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

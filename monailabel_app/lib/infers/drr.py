@@ -4,11 +4,13 @@ Request parameters (all optional; JSON body ``params`` of ``POST /infer/drr?imag
 
 =================  ==========================================================================================
 preset             pa-chest, ap-portable or lateral: clinical acquisition (scatter, grid, CsI detector, processing)
-                   and CT clean-up, as ``dxr drr --preset``; default none (the raw DRR)
-view               pa (default), ap, lateral/llat, rlat
+                   and CT clean-up, as ``dxr drr --preset``; default pa-chest; "none" gives the raw DRR
+view               the preset's (pa for pa-chest and none), ap, lateral/llat, rlat
 size               detector pixels: 512 (default) or [rows, cols]; 16 .. --conf max_size
-pixel_spacing      detector pixel pitch in mm (default: fit the whole CT on the detector)
-sid, sad           source-image and source-axis distances in mm (default 1500, 1000)
+pixel_spacing      detector pixel pitch in mm (default: the preset's 43 cm field / size; with preset none: fit the
+                   whole CT on the detector)
+sid, sad           source-image and source-axis distances in mm (default: the preset's, 1800 / 1650 for pa-chest;
+                   1500 / 1000 with preset none)
 rotation           gantry rotation in degrees about the patient's long axis (default 0)
 mode               physics: poly (tube spectrum at ``kvp``) or mono (one ``energy_kev``)
 kvp, energy_kev    tube voltage (40..150 kV) / mono energy (10..200 keV)

@@ -5,7 +5,7 @@ Request parameters (besides all ``drr`` parameters, used when the input is a CT)
 
 =========  ===================================================================================================
 sampler    ddim (default, eta 0), dpmpp (DPM-Solver++ 2M), or ddpm (ancestral over all T steps: slow)
-steps      sampler steps / network evaluations (default 20; 1 .. --conf max_steps)
+steps      sampler steps / network evaluations (default 10; 1 .. --conf max_steps)
 scale      output size / input size (default 2: 512 -> 1024); 1 .. 4
 seed       noise seed (default 0): same seed, same output
 tile       largest network tile in pixels (default 512; tiles are blended, the noise field is global)
