@@ -92,7 +92,8 @@ def as_points(value: Any, key: str) -> np.ndarray:
 
 
 #: every request key the ``drr`` task reads (aliases included); anything else is refused with 422
-DRR_KEYS = ("preset", "view", "size", "pixel_spacing", "sid", "sad", "rotation", "mode", "kvp", "energy_kev", "dose",
+DRR_KEYS = ("preset", "scatter", "grid_ratio", "detector", "processing", "cleanup", "view", "size", "pixel_spacing",
+            "sid", "sad", "rotation", "mode", "kvp", "energy_kev", "dose",
             "seed", "output_dtype", "nodules", "nodule_count", "nodule_points", "nodule_at", "nodule_type",
             "nodule_types", "nodule_kind", "nodule_kinds", "nodule_shape", "nodule_shapes", "nodule_size",
             "nodule_diameter", "nodule_seed", "nodule_location", "nodule_overlap")
@@ -130,6 +131,12 @@ class DRRParams:
     nodule_seed: int | None = None
     nodule_location: str = "random"  # random (literature mix), intraparenchymal, juxtapleural, perifissural
     nodule_overlap: bool = False  # allow projected boxes to overlap (default: random nodules keep them apart)
+    # acquisition switches (None: the preset's, i.e. on with a preset and off without; see docs/drr_physics.md)
+    scatter: bool | None = None
+    grid_ratio: float | None = None  # 0 = no grid
+    detector: bool | None = None
+    processing: str | None = None  # raw | default
+    cleanup: str | None = None  # table,fov,taper,contrast | all | none (None: all with a preset, none without)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -197,6 +204,23 @@ class DRRParams:
             p.nodule_seed = as_int(param(req, "nodule_seed"), "nodule_seed", 0, 2**31 - 1)
         p.nodule_location = as_choice(param(req, "nodule_location", "random"), "nodule_location", NODULE_LOCATIONS)
         p.nodule_overlap = as_bool(param(req, "nodule_overlap", False), "nodule_overlap")
+        for key in ("scatter", "detector"):
+            if param(req, key) is not None:
+                setattr(p, key, as_bool(param(req, key), key))
+        if param(req, "grid_ratio") is not None:
+            p.grid_ratio = as_float(param(req, "grid_ratio"), "grid_ratio", 0.0, 16.0)
+        if param(req, "processing") is not None:
+            p.processing = as_choice(param(req, "processing"), "processing", ("raw", "default"))
+        if param(req, "cleanup") is not None:
+            from dxr_core.drr.cleanup import parse_steps
+
+            text = param(req, "cleanup")
+            text = ",".join(map(str, text)) if isinstance(text, (list, tuple)) else str(text)
+            try:
+                parse_steps(text)
+            except OptionError as err:
+                raise OptionError(str(err).replace("--cleanup", "Parameter 'cleanup'")) from None
+            p.cleanup = text
         return p
 
     def to_dict(self) -> Dict[str, Any]:

@@ -56,45 +56,89 @@ def make_nodules(volume, p: DRRParams, geometry=None) -> list:
     return out
 
 
-def cleaned_ct(volume, p: DRRParams):
-    """The CT as ``render`` projects it for request ``p``: cleaned up (couch, field of view, scan ends, contrast)
-    when ``p.preset`` is set, else unchanged; returns (volume, report or None). Cache it to render many images of
-    one CT (``render(..., cleaned=...)``)."""
-    if not p.preset:
-        return volume, None
-    from dxr_core.drr.cleanup import cleanup_ct
+def cleanup_steps(p: DRRParams) -> str:
+    """The clean-up steps of a request: ``p.cleanup``, else all four with a preset and none without."""
+    if p.cleanup is not None:
+        return p.cleanup
+    return "table,fov,taper,contrast" if p.preset else "none"
 
+
+def cleaned_ct(volume, p: DRRParams):
+    """The CT as ``render`` projects it for request ``p``: cleaned up (couch, field of view, scan ends, contrast;
+    by default when ``p.preset`` is set), else unchanged; returns (volume, report or None). Cache it to render many
+    images of one CT (``render(..., cleaned=...)``)."""
+    from dxr_core.drr.cleanup import cleanup_ct, parse_steps
+
+    if not parse_steps(cleanup_steps(p)).any:
+        return volume, None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a contrast warning is in the report (and the sidecar)
-        return cleanup_ct(volume, "table,fov,taper,contrast")
+        return cleanup_ct(volume, cleanup_steps(p))
+
+
+def geometry_of(volume, p: DRRParams):
+    """Cone-beam geometry of a request: with a preset its 43 cm field at ``p.size`` pixels (unless
+    ``p.pixel_spacing``), without one the smallest pitch that shows the whole CT."""
+    from dxr_core.drr import make_geometry
+
+    spacing = p.pixel_spacing
+    if p.preset and spacing is None:
+        from dxr_core.drr.presets import get_preset
+
+        field = get_preset(p.preset).detector_mm
+        spacing = (field / p.size[0], field / p.size[1])
+    return make_geometry(volume, view=p.view, sid_mm=p.sid, sad_mm=p.sad, size=p.size, pixel_spacing_mm=spacing,
+                         rotation_deg=p.rotation)
+
+
+def physics_of(p: DRRParams, option_names: str | None = None):
+    """:class:`Physics` of a request: the preset's beam (filtration incl. Cu) or the plain one, at ``p.kvp``."""
+    if p.preset:
+        from dxr_core.drr.presets import preset_physics
+
+        try:
+            return preset_physics(p.preset, mode=p.mode, kvp=p.kvp, photons_per_pixel=p.dose or None,
+                                  energy_kev=p.energy_kev)
+        except (TypeError, ValueError) as err:
+            raise OptionError(f"Invalid physics settings ({err}); check {option_names or 'mode, kvp, energy_kev'} "
+                              "and dose.") from None
+    if option_names:
+        from dxr_core.drr.physics import physics_from_options
+
+        return physics_from_options(p.mode, p.kvp, p.dose or None, p.energy_kev, option_names=option_names)
+    return make_physics(p)
+
+
+def acquisition_of(p: DRRParams):
+    """:class:`Acquisition` of a request (scatter + grid, detector, processing), or None for the raw projection
+    (no preset and no switch given)."""
+    switches = (p.scatter, p.grid_ratio, p.detector, p.processing)
+    if not p.preset and all(v is None for v in switches):
+        return None
+    from dxr_core.drr.acquisition import Acquisition, AntiScatterGrid, DetectorModel, Processing, ScatterModel
+
+    if p.preset:
+        from dxr_core.drr.presets import preset_acquisition
+
+        return preset_acquisition(p.preset, scatter=p.scatter is not False, grid_ratio=p.grid_ratio,
+                                  detector=p.detector is not False, processing=p.processing or "default")
+    return Acquisition(scatter=ScatterModel(enabled=bool(p.scatter)), grid=AntiScatterGrid(p.grid_ratio or 0.0),
+                       detector=DetectorModel(enabled=bool(p.detector)),
+                       processing=Processing(mode=p.processing or "raw"))
 
 
 def render(volume, p: DRRParams, cleaned=None):
-    """CT (HU) + request -> (DRR, nodule labels): geometry, physics, base render, then each nodule added by
-    re-tracing only the rays through it. With ``p.preset`` the clinical acquisition (scatter, grid, detector,
-    processing) is simulated and the CT is cleaned up first (couch, field of view, scan ends, contrast), as
-    ``dxr drr --preset`` does; the clean-up report is in ``drr.meta["cleanup"]``. ``cleaned``: the result of
-    :func:`cleaned_ct` for this CT, when the caller keeps it between images."""
-    from dxr_core.drr import make_geometry, render_drr
+    """CT (HU) + request -> (DRR, nodule labels): clean-up, geometry, physics, acquisition, base render, then each
+    nodule added by re-tracing only the rays through it. With ``p.preset`` (the default, pa-chest) the clinical
+    acquisition (scatter, grid, detector, processing) is simulated and the CT is cleaned up first (couch, field of
+    view, scan ends, contrast), as ``dxr drr`` does; the clean-up report is in ``drr.meta["cleanup"]``. ``cleaned``:
+    the result of :func:`cleaned_ct` for this CT, when the caller keeps it between images."""
+    from dxr_core.drr import render_drr
 
-    acquisition, report = None, None
-    if p.preset:
-        from dxr_core.drr.presets import preset_acquisition, preset_geometry, preset_physics
-
-        # the detector is fitted to the measured CT, before clean-up widens its grid (as `dxr drr` does)
-        geometry = preset_geometry(volume, p.preset, size=p.size, pixel_spacing_mm=p.pixel_spacing,
-                                   rotation_deg=p.rotation, view=p.view, sid_mm=p.sid, sad_mm=p.sad)
-        physics = preset_physics(p.preset, mode=p.mode, kvp=p.kvp, photons_per_pixel=p.dose or None,
-                                 energy_kev=p.energy_kev)
-        acquisition = preset_acquisition(p.preset)
-        volume, report = cleaned if cleaned is not None else cleaned_ct(volume, p)
-    else:
-        geometry = make_geometry(
-            volume, view=p.view, sid_mm=p.sid, sad_mm=p.sad, size=p.size, pixel_spacing_mm=p.pixel_spacing,
-            rotation_deg=p.rotation,
-        )
-        physics = make_physics(p)
-    drr = render_drr(volume, geometry, physics, seed=p.seed, acquisition=acquisition)
+    # the detector is fitted to the measured CT, before clean-up widens its grid (as `dxr drr` does)
+    geometry = geometry_of(volume, p)
+    volume, report = cleaned if cleaned is not None else cleaned_ct(volume, p)
+    drr = render_drr(volume, geometry, physics_of(p), seed=p.seed, acquisition=acquisition_of(p))
     if report is not None:
         drr.meta["cleanup"] = report
     labels: list = []

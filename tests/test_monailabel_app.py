@@ -255,6 +255,8 @@ def _png_bytes() -> bytes:
         ("drr", "phantom", {"kvp": 500}, None, 422, "kvp"),
         ("drr", "phantom", {"view": "oblique"}, None, 422, "view"),
         ("drr", "phantom", {"preset": "xray"}, None, 422, "preset"),
+        ("drr", "phantom", {"cleanup": "couch"}, None, 422, "cleanup"),
+        ("drr", "phantom", {"grid_ratio": 40}, None, 422, "grid_ratio"),
         ("drr", "phantom", {"sad": 2000, "sid": 1500}, None, 422, "sad"),
         ("drr", "phantom", {"nodule_points": [[1, 2]]}, None, 422, "nodule_points"),
         ("drr_enhance", "phantom", {"sampler": "euler"}, None, None, "sampler"),

@@ -1,4 +1,4 @@
-"""Learned degradations: MUNIT-LQ (a shipped or given model), DDPM-LQ (not shipped yet)."""
+"""Learned degradations: MUNIT-LQ (a shipped or given model) and DDPM-LQ (a given stage-2 model)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,7 +40,33 @@ def munit(image, out_shape, rng, *, model: str | None = None, style_from: str | 
                  else f"N(0, I) seed {seed}", "model_iteration": tr.meta.get("iteration")}
 
 
-def ddpm(image, out_shape, rng, *, model: str | None = None):
-    """DDPM-LQ (a diffusion model that learns the LQ appearance)."""
-    raise ModelError("The DDPM-LQ degradation model is not shipped yet (its training is still to come); use "
-                     "--method high_order or --method acquisition for now.")
+def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sampler: str = "ddim"):
+    """DDPM-LQ stage 2 (:mod:`dxr_core.engines.ddpm_lq`): the image's content (area-averaged by the model's
+    ``content_scale`` on its ``image_size`` grid) is the condition; the diffusion model draws the DRR's fine
+    structure around it (``steps`` network evaluations of ``sampler``, seeded by ``degrade``'s seed). The result
+    is resized (area) to the LQ shape. ``model``: a ``RUN/model.pt`` written by ``dxr train ddpm-lq --stage 2``."""
+    if model is None:
+        raise ModelError("No DDPM-LQ model is shipped yet; train one with `dxr train ddpm-lq --stage 1` then "
+                         "`--stage 2` and pass --option model=RUN/model.pt, or use --method high_order or "
+                         "--method acquisition.")
+    from dxr_core.degrade.resize import resize_torch
+    from dxr_core.diffusion.enhancer import Enhancer
+
+    enh = Enhancer.from_checkpoint(Path(model).expanduser())
+    info = enh.meta.get("ddpm_lq")
+    if not info:
+        raise ModelError(f"{model} is not a DDPM-LQ model (no 'ddpm_lq' record); give RUN/model.pt of "
+                         "`dxr train ddpm-lq --stage 2`.")
+    k, size = int(info["content_scale"]), int(info["image_size"])
+    h, w = image.shape
+    # the model's grid: the short side at image_size, both sides multiples of the content scale
+    f = size / min(h, w)
+    grid = (max(k, round(h * f / k) * k), max(k, round(w * f / k) * k))
+    src = resize_torch(image, grid, "area")
+    content = resize_torch(src, (grid[0] // k, grid[1] // k), "area")
+    seed = int(rng.integers(2 ** 31 - 1))
+    out = enh.enhance(content, scale=k, sampler=sampler, steps=int(steps), seed=seed, tile=None,
+                      out_size=grid)
+    return resize_torch(out, tuple(out_shape), "area"), {
+        "model": str(model), "model_stage": int(info.get("stage", 0)), "content_scale": k, "image_size": size,
+        "model_iteration": enh.meta.get("iteration"), "sampler": sampler, "steps": int(steps), "seed_drawn": seed}

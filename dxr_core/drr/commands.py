@@ -52,6 +52,7 @@ class RenderJob:
     volume: Any = None  # dxr_core.volume.Volume (HU)
     geometry: Any = None  # dxr_core.drr.ConeBeamGeometry
     physics: Any = None  # dxr_core.drr.Physics
+    params: Any = None  # dxr_core.params.DRRParams: the request (what the pipeline and the server take)
     drr: Any = None  # dxr_core.drr.DRR
     sidecar_extra: dict[str, Any] = field(default_factory=dict)
     extra_outputs: list[Path] = field(default_factory=list)
@@ -277,27 +278,22 @@ def acquisition_settings(args: argparse.Namespace) -> dict[str, Any] | None:
     return vals
 
 
-def make_acquisition(args: argparse.Namespace):
-    """:class:`Acquisition` from --preset/--scatter/--grid-ratio/--detector/--processing (None when unset)."""
-    acq = acquisition_settings(args)
-    if acq is None:
-        return None
-    from dxr_core.drr.acquisition import Acquisition, AntiScatterGrid, DetectorModel, Processing, ScatterModel
+def drr_params(args: argparse.Namespace, seed: int):
+    """The :class:`~dxr_core.params.DRRParams` of the parsed options: the request that the pipeline (and the
+    server) take, so `dxr drr` builds geometry, physics and acquisition the same way they do."""
+    from dxr_core.params import DRRParams
 
-    try:
-        if acq["preset"]:
-            from dxr_core.drr.presets import preset_acquisition
+    resolve_preset(args)
 
-            a = preset_acquisition(acq["preset"], scatter=acq["scatter"] != "off", grid_ratio=acq["grid_ratio"],
-                                   detector=acq["detector"] != "off", processing=acq["processing"] or "default")
-        else:
-            a = Acquisition(scatter=ScatterModel(enabled=acq["scatter"] == "on"),
-                            grid=AntiScatterGrid(acq["grid_ratio"] or 0.0),
-                            detector=DetectorModel(enabled=acq["detector"] == "on"),
-                            processing=Processing(mode=acq["processing"] or "raw"))
-    except OptionError as err:
-        raise OptionError(f"{err} (check --preset, --scatter, --grid-ratio, --detector and --processing)") from None
-    return a
+    def on(v):
+        return None if v is None else v == "on"
+
+    return DRRParams(preset=args.preset, view=args.view, size=tuple(args.size),
+                     pixel_spacing=tuple(args.spacing_mm) if args.spacing_mm else None, sid=args.sid_mm,
+                     sad=args.sad_mm, rotation=args.rotation_deg, mode=args.mode, kvp=args.kvp,
+                     energy_kev=args.energy_kev, dose=args.dose, seed=int(seed), scatter=on(args.scatter),
+                     grid_ratio=args.grid_ratio, detector=on(args.detector), processing=args.processing,
+                     cleanup=getattr(args, "cleanup", None))
 
 
 def job_settings(args: argparse.Namespace, ct: Path, seed: int, formats: tuple[str, ...],
@@ -344,22 +340,6 @@ def is_done(out_dir: Path, stem: str, formats: tuple[str, ...], settings: dict[s
     return (side.get(SIDECAR_KEY) or {}).get("settings") == jsonable(settings)
 
 
-def _physics(args: argparse.Namespace):
-    from dxr_core.drr.physics import physics_from_options
-
-    resolve_preset(args)
-    if getattr(args, "preset", None):
-        from dxr_core.drr.presets import get_preset, preset_physics
-
-        try:
-            return preset_physics(get_preset(args.preset), args.mode, args.kvp, args.dose, args.energy_kev)
-        except (TypeError, ValueError) as err:
-            raise OptionError(f"Invalid physics settings ({err}); check --preset, --mode, --kvp, --energy-kev "
-                              "and --dose.") from None
-    return physics_from_options(args.mode, args.kvp, args.dose, args.energy_kev,
-                                option_names="--mode, --kvp, --energy-kev and --dose")
-
-
 def remove_stale_temps(out_dir: Path, stem: str) -> None:
     """Delete temporaries that a killed earlier run left for this stem (``.<stem>.<ext>.*.part*``)."""
     if not out_dir.is_dir():
@@ -383,19 +363,22 @@ def render_one(job: RenderJob, formats: tuple[str, ...], settings: dict[str, Any
     """Read, (hooks), project, (hooks), write one CT. Raises DXRError on bad input or options."""
     from dxr_core.io import read_ct, write_drr
 
-    args = job.args
-    remove_stale_temps(job.out_dir, job.stem)
-    job.volume = read_ct(job.ct_path)
-    from dxr_core.drr import make_geometry, render_drr
+    from dxr_core.drr import render_drr
+    from dxr_core.pipeline import acquisition_of, geometry_of, physics_of
 
+    remove_stale_temps(job.out_dir, job.stem)
+    job.params = drr_params(job.args, job.seed)
+    job.volume = read_ct(job.ct_path)
     _hook_call(hooks, "before_render", job)
     if job.geometry is None:
-        job.geometry = make_geometry(job.volume, view=args.view, sid_mm=args.sid_mm, sad_mm=args.sad_mm,
-                                     size=tuple(args.size), pixel_spacing_mm=args.spacing_mm,
-                                     rotation_deg=args.rotation_deg)
+        job.geometry = geometry_of(job.volume, job.params)
     if job.physics is None:
-        job.physics = _physics(args)
-    job.drr = render_drr(job.volume, job.geometry, job.physics, seed=job.seed, acquisition=make_acquisition(args))
+        job.physics = physics_of(job.params, option_names="--preset, --mode, --kvp, --energy-kev and --dose")
+    try:
+        acquisition = acquisition_of(job.params)
+    except OptionError as err:
+        raise OptionError(f"{err} (check --preset, --scatter, --grid-ratio, --detector and --processing)") from None
+    job.drr = render_drr(job.volume, job.geometry, job.physics, seed=job.seed, acquisition=acquisition)
     _hook_call(hooks, "after_render", job)
     extra = {SIDECAR_KEY: {"settings": settings, "stem": job.stem,
                            "extra_outputs": [p.name for p in job.extra_outputs]}}

@@ -57,14 +57,11 @@ def before_render(job) -> None:
     opt = options(job.args)
     if not opt.any:
         return
-    from dxr_core.drr import make_geometry
     from dxr_core.drr.cleanup import ContrastWarning, cleanup_ct
+    from dxr_core.pipeline import geometry_of
 
-    args = job.args
     if job.geometry is None:  # fit the detector to the measured CT, before the grid is widened
-        job.geometry = make_geometry(job.volume, view=args.view, sid_mm=args.sid_mm, sad_mm=args.sad_mm,
-                                     size=tuple(args.size), pixel_spacing_mm=args.spacing_mm,
-                                     rotation_deg=args.rotation_deg)
+        job.geometry = geometry_of(job.volume, job.params)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ContrastWarning)
         job.volume, report = cleanup_ct(job.volume, opt)

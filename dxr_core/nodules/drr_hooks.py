@@ -87,15 +87,16 @@ def after_render(job) -> None:
     if not _active(args):
         return
     _validate(args)
+    from dataclasses import replace
+
     from dxr_core.nodules.labels import add_nodules_to_drr, to_coco, write_coco
-    from dxr_core.params import DRRParams
     from dxr_core.pipeline import make_nodules
 
-    p = DRRParams(seed=int(job.seed), nodules=int(args.nodules), nodule_types=args.nodule_kinds,
-                  nodule_points=[list(q) for q in args.nodule_at] if args.nodule_at else None,
-                  nodule_shapes=args.nodule_shapes, nodule_size=tuple(args.nodule_diameter),
-                  nodule_seed=args.nodule_seed, nodule_location=getattr(args, "nodule_location", "random"),
-                  nodule_overlap=bool(getattr(args, "nodule_overlap", False)))
+    p = replace(job.params, nodules=int(args.nodules), nodule_types=args.nodule_kinds,
+                nodule_points=[list(q) for q in args.nodule_at] if args.nodule_at else None,
+                nodule_shapes=args.nodule_shapes, nodule_size=tuple(args.nodule_diameter),
+                nodule_seed=args.nodule_seed, nodule_location=getattr(args, "nodule_location", "random"),
+                nodule_overlap=bool(getattr(args, "nodule_overlap", False)))
     nods = make_nodules(job.volume, p, geometry=job.drr.geometry)
     drr, _vol, labels = add_nodules_to_drr(job.drr, job.volume, nods, seed=job.seed)
     job.drr = drr

@@ -333,17 +333,13 @@ class AppRoutes:
         body = b"".join([c async for c in _limited(request.stream(), MAX_PARAMS_BYTES)])
         return parse_params(body, "the training parameters (JSON body)")
 
-    async def train_model(self, request: Request, model: str, enqueue: bool = False):
+    async def _train(self, request: Request, plan):
+        """Read the JSON body, let ``plan(body) -> (fn, args)`` check it (in a worker thread: validation reads the
+        datastore) and run ``fn(*args)``; one error mapping for both training routes."""
         try:
-            if model not in self.app._trainers:
-                raise HTTPException(status_code=404, detail=f"No training task named {model[:64]!r}; training tasks: "
-                                                            f"{', '.join(self.app._trainers)}.")
-            params = await self._train_body(request)
-            params = await run_in_threadpool(self.app._trainers[model].validate, params, self.app.datastore())
-            from monailabel.endpoints.train import run_model
-
-            # run_sync is not offered: training always runs in MONAI Label's background process
-            return await run_in_threadpool(run_model, model, params, False, enqueue)
+            body = await self._train_body(request)
+            fn, args = await run_in_threadpool(plan, body)
+            return await run_in_threadpool(fn, *args)
         except HTTPException:
             raise
         except BodyTooLarge:
@@ -351,27 +347,35 @@ class AppRoutes:
         except BaseException as err:
             raise self._fail(err) from None
 
+    async def train_model(self, request: Request, model: str, enqueue: bool = False):
+        if model not in self.app._trainers:  # before reading anything
+            raise HTTPException(status_code=404, detail=f"No training task named {model[:64]!r}; training tasks: "
+                                                        f"{', '.join(self.app._trainers)}.")
+
+        def plan(body):
+            from monailabel.endpoints.train import run_model
+
+            params = self.app._trainers[model].validate(body, self.app.datastore())
+            # run_sync is not offered: training always runs in MONAI Label's background process
+            return run_model, (model, params, False, enqueue)
+
+        return await self._train(request, plan)
+
     async def train_all(self, request: Request):
-        try:
-            body = await self._train_body(request)
+        def plan(body):
+            from monailabel.endpoints.train import run
+
             for name, params in body.items():
                 if name not in self.app._trainers:
                     raise OptionError(f"Unknown training task {str(name)[:64]!r}; training tasks: "
                                       f"{', '.join(self.app._trainers)}.")
                 if not isinstance(params, dict):
                     raise OptionError(f"The parameters of {name!r} must be a JSON object.")
-            checked = {}
-            for name, trainer in self.app._trainers.items():
-                checked[name] = await run_in_threadpool(trainer.validate, body.get(name, {}), self.app.datastore())
-            from monailabel.endpoints.train import run
+            checked = {name: trainer.validate(body.get(name, {}), self.app.datastore())
+                       for name, trainer in self.app._trainers.items()}
+            return run, (checked, False)
 
-            return await run_in_threadpool(run, checked, False)
-        except HTTPException:
-            raise
-        except BodyTooLarge:
-            raise _error(413, "The training parameters are larger than 1 MiB.") from None
-        except BaseException as err:
-            raise self._fail(err) from None
+        return await self._train(request, plan)
 
     # --- /datastore writes -------------------------------------------------------------------------------------
     def _require_writes(self) -> None:  # before the body is read: a refused upload costs nothing

@@ -20,6 +20,12 @@ class ConfigError(ValueError):
     """A ``--conf`` option has an unusable value (the server refuses to start)."""
 
 
+#: numeric --conf keys: (key, parser, lowest, highest)
+_NUMBERS = (("steps", "int", 1, 100000), ("max_size", "int", 16, 16384), ("max_steps", "int", 1, 100000),
+            ("ct_cache", "int", 0, 64), ("max_work", "float", 0.001, 1e6), ("max_seconds", "float", 0.1, 86400.0),
+            ("workers", "int", 1, 64), ("max_queue", "int", 0, 10000), ("max_upload_mb", "float", 0.001, 65536.0))
+
+
 @dataclass
 class AppConfig:
     model_path: str | None = None  # explicit DDPM-HQ checkpoint; None: fine-tuned one in model_dir, else shipped
@@ -61,24 +67,9 @@ class AppConfig:
         cfg.device = _device(str(conf.get("device", "auto")))
         if conf.get("sampler"):
             cfg.sampler = str(conf["sampler"]).strip().lower()
-        if conf.get("steps"):
-            cfg.steps = _int(conf, "steps", 1, 100000)
-        if conf.get("max_size"):
-            cfg.max_size = _int(conf, "max_size", 16, 16384)
-        if conf.get("max_steps"):
-            cfg.max_steps = _int(conf, "max_steps", 1, 100000)
-        if conf.get("ct_cache") not in (None, ""):
-            cfg.ct_cache = _int(conf, "ct_cache", 0, 64)
-        if conf.get("max_work"):
-            cfg.max_work = _float(conf, "max_work", 0.001, 1e6)
-        if conf.get("max_seconds"):
-            cfg.max_seconds = _float(conf, "max_seconds", 0.1, 86400.0)
-        if conf.get("workers"):
-            cfg.workers = _int(conf, "workers", 1, 64)
-        if conf.get("max_queue") not in (None, ""):
-            cfg.max_queue = _int(conf, "max_queue", 0, 10000)
-        if conf.get("max_upload_mb"):
-            cfg.max_upload_mb = _float(conf, "max_upload_mb", 0.001, 65536.0)
+        for key, conv, lo, hi in _NUMBERS:
+            if conf.get(key) not in (None, ""):
+                setattr(cfg, key, (_int if conv == "int" else _float)(conf, key, lo, hi))
         for key in ("datastore_writes", "save_results"):
             if conf.get(key) not in (None, ""):
                 setattr(cfg, key, _bool(conf, key))

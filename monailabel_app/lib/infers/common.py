@@ -15,6 +15,8 @@ from collections import OrderedDict
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from dxr_core.errors import DXRError, GeometryError, InputError, ModelError, OptionError
 from dxr_core.io.kinds import input_kind, is_dicom  # noqa: F401  (input_kind re-exported for the tasks)
@@ -182,3 +184,27 @@ def release_memory(full: bool = False) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+class DXRInferTask(BasicInferTask):
+    """Base of the app's tasks: no MONAI network or transforms; the BasicInferTask stages are overridden to call
+    ``dxr_core`` directly (``pre_transforms`` = parse the request, then load; ``run_inferer``; ``writer``)."""
+
+    def __init__(self, cfg, ct_cache: CTCache, dimension: int, description: str, config: dict):
+        super().__init__(path=None, network=None, type=InferType.OTHERS, labels=["nodule"], dimension=dimension,
+                         description=description, config=config)
+        self.cfg = cfg
+        self.ct_cache = ct_cache
+
+    def is_valid(self) -> bool:
+        return True
+
+    def pre_transforms(self, data=None):
+        return [self._parse, self._load]
+
+    def inverse_transforms(self, data=None):
+        return None
+
+    def post_transforms(self, data=None):
+        return []
+

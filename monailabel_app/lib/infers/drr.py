@@ -42,15 +42,13 @@ import os
 from typing import Dict
 
 import numpy as np
-from monailabel.interfaces.tasks.infer_v2 import InferType
-from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from dxr_core.errors import InputError
 from dxr_core.params import DRR_KEYS, DRRParams  # noqa: F401  (DRR_KEYS re-exported for the request contract)
 from dxr_core.pipeline import drr_result_json, render
 
 from ..configs import AppConfig
-from .common import CTCache, image_path, input_kind, write_result_nrrd
+from .common import CTCache, DXRInferTask, image_path, input_kind, write_result_nrrd
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +65,13 @@ def nrrd_meta(geometry, task: str) -> Dict[str, str]:
 # ----------------------------------------------------------------------------------------------------------------
 # the MONAI Label task
 # ----------------------------------------------------------------------------------------------------------------
-class DRRTask(BasicInferTask):
+class DRRTask(DXRInferTask):
     """CT study -> DRR; the BasicInferTask stages are overridden to call ``dxr_core`` directly."""
 
     def __init__(self, cfg: AppConfig, ct_cache: CTCache):
         super().__init__(
-            path=None,
-            network=None,
-            type=InferType.OTHERS,
-            labels=["nodule"],
+            cfg,
+            ct_cache,
             dimension=3,
             description="CT -> digitally reconstructed radiograph (float32 or uint16 NRRD with pixel spacing) + JSON "
             "with the projection matrix; optional synthetic lung nodules with exact 2-D labels. Params: preset, view, "
@@ -84,16 +80,8 @@ class DRRTask(BasicInferTask):
             config={"view": "pa", "size": 512, "mode": "poly", "kvp": 120, "dose": 0, "seed": 0, "nodules": 0,
                     "output_dtype": "float32"},
         )
-        self.cfg = cfg
-        self.ct_cache = ct_cache
-
-    def is_valid(self) -> bool:
-        return True
 
     # stages -------------------------------------------------------------------------------------------------
-    def pre_transforms(self, data=None):
-        return [self._parse, self._load]
-
     def _parse(self, data):
         data["dxr_params"] = DRRParams.from_request(data, self.cfg.max_size)  # before reading anything: fail fast
         return data
@@ -106,12 +94,6 @@ class DRRTask(BasicInferTask):
                              "use 'drr_enhance' for radiographs.")
         data["volume"] = self.ct_cache.get(path) if data.get("dxr_from_datastore") else self.ct_cache.read(path)
         return data
-
-    def inverse_transforms(self, data=None):
-        return None
-
-    def post_transforms(self, data=None):
-        return []
 
     def run_inferer(self, data, convert_to_batch=True, device="cuda"):
         p: DRRParams = data["dxr_params"]

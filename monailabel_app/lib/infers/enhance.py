@@ -23,8 +23,6 @@ import threading
 from typing import Any, Dict, Tuple
 
 import numpy as np
-from monailabel.interfaces.tasks.infer_v2 import InferType
-from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from dxr_core.errors import InputError, OptionError
@@ -35,6 +33,7 @@ from dxr_core.pipeline import drr_result_json, enhance_drr, render
 from ..configs import AppConfig
 from .common import (
     CTCache,
+    DXRInferTask,
     NoModel,
     image_path,
     input_kind,
@@ -82,15 +81,13 @@ class _EnhancerCache:
             return self._enhancer
 
 
-class EnhanceTask(BasicInferTask):
+class EnhanceTask(DXRInferTask):
     """Radiograph (or CT -> DRR) -> DDPM-HQ enhanced radiograph, calling ``dxr_core.diffusion`` directly."""
 
     def __init__(self, cfg: AppConfig, ct_cache: CTCache):
         super().__init__(
-            path=None,
-            network=None,
-            type=InferType.OTHERS,
-            labels=["nodule"],
+            cfg,
+            ct_cache,
             dimension=2,
             description="DDPM-HQ diffusion enhancement and super-resolution of a radiograph (uploaded file or study), "
             "or of the DRR of a CT study (all `drr` params apply). Params: sampler (ddim, dpmpp, ddpm), steps, scale "
@@ -102,13 +99,10 @@ class EnhanceTask(BasicInferTask):
                 "seed": 0,
             },
         )
-        self.cfg = cfg
-        self.ct_cache = ct_cache
         self._enhancers = _EnhancerCache()
         self._run_lock = threading.Lock()  # one enhancement at a time: bounds memory on a shared server
 
-    def is_valid(self) -> bool:
-        return True  # listed even without weights; requests then get a clear 404 (see model_path)
+    # is_valid: True (the base) even without weights; requests then get a clear 404 (see model_path)
 
     # model ----------------------------------------------------------------------------------------------------
     def model_path(self) -> str | None:
@@ -136,9 +130,6 @@ class EnhanceTask(BasicInferTask):
         return path
 
     # stages -------------------------------------------------------------------------------------------------
-    def pre_transforms(self, data=None):
-        return [self._parse, self._load]
-
     def _parse(self, data):
         data["dxr_model_path"] = self._require_model()
         data["dxr_enhance"] = parse_enhance(data, self.cfg.sampler, self.cfg.steps, self.cfg.max_steps)
@@ -175,12 +166,6 @@ class EnhanceTask(BasicInferTask):
             raise OptionError(f"The enhanced image would be {out[0]} x {out[1]} pixels, above this server's limit of "
                               f"{limit}; lower 'scale' or 'size' (or raise --conf max_size).")
         return data
-
-    def inverse_transforms(self, data=None):
-        return None
-
-    def post_transforms(self, data=None):
-        return []
 
     def run_inferer(self, data, convert_to_batch=True, device="cuda"):
         e = data["dxr_enhance"]
