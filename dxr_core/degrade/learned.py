@@ -46,9 +46,9 @@ def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sa
     structure around it (``steps`` network evaluations of ``sampler``, seeded by ``degrade``'s seed). The result
     is resized (area) to the LQ shape. ``model``: a ``RUN/model.pt`` written by ``dxr train ddpm-lq --stage 2``."""
     if model is None:
-        raise ModelError("No DDPM-LQ model is shipped yet; train one with `dxr train ddpm-lq --stage 1` then "
-                         "`--stage 2` and pass --option model=RUN/model.pt, or use --method high_order or "
-                         "--method acquisition.")
+        raise ModelError("The DDPM-LQ degradation model is not shipped yet; train one with `dxr train ddpm-lq "
+                         "--stage 1` then `--stage 2` and pass --option model=RUN/model.pt, or use --method "
+                         "high_order or --method acquisition.")
     from dxr_core.degrade.resize import resize_torch
     from dxr_core.diffusion.enhancer import Enhancer
 

@@ -12,6 +12,7 @@ def add_commands(subparsers) -> None:
     if not _REGISTERED:  # the hook list outlives one parser: register once, it is replayed for every new parser
         _REGISTERED = True
         train_subparsers(_add_train_munit)
+        train_subparsers(_add_train_ddpm_lq)
 
 
 def _add_train_munit(tsub) -> None:
@@ -62,3 +63,53 @@ def run_train_munit_lq(args) -> int:
         print(f"{s['iterations']} iterations ({'complete' if s['completed'] else 'stopped'}); model: {s['model']}",
               flush=True)
     return 0
+
+
+def _add_train_ddpm_lq(tsub) -> None:
+    from dxr_core.argtypes import positive_int
+
+    d = tsub.add_parser(
+        "ddpm-lq", help="train DDPM-LQ: a diffusion model of the DRR look, two stages (PyTorch-Ignite)",
+        description="Stage 1: an unconditional diffusion model of the DRRs in --lq. Stage 2 (--init STAGE1/model.pt): "
+                    "fine-tuned to draw a DRR around the content (coarse version) of an image, so that "
+                    "`dxr degrade --method ddpm --option model=RUN/model.pt` turns a real radiograph into its "
+                    "DRR-like version. Same networks, schedules, samplers and engine as DDPM-HQ; resumes from "
+                    "RUN/checkpoints. See docs/ddpm_lq.md.")
+    d.add_argument("--stage", type=int, required=True, choices=(1, 2))
+    d.add_argument("--lq", required=True, metavar="DIR", help="folder of DRRs (the LQ domain)")
+    d.add_argument("--out", required=True, metavar="RUN", help="run folder (checkpoints, logs, model.pt)")
+    d.add_argument("--init", default=None, metavar="PATH", help="stage 2: the stage-1 model (RUN1/model.pt)")
+    d.add_argument("--image-size", type=positive_int, default=256, help="DRRs are resized to this grid (default 256)")
+    d.add_argument("--content-scale", type=positive_int, default=4,
+                   help="stage 2 condition: the image area-averaged by this factor (default 4)")
+    d.add_argument("--preset", default="pu-small", help="network preset (as `dxr train ddpm-hq`; default pu-small)")
+    d.add_argument("--iters", type=positive_int, default=4000)
+    d.add_argument("--batch-size", type=positive_int, default=8)
+    d.add_argument("--crop", type=positive_int, default=128)
+    d.add_argument("--lr", type=float, default=2e-4)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--val-every", type=positive_int, default=500)
+    d.add_argument("--ckpt-every", type=positive_int, default=100)
+    d.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    d.add_argument("--backend", default=None, choices=["gloo", "nccl"],
+                   help="distributed backend (auto under torchrun)")
+    d.add_argument("--nproc-per-node", type=positive_int, default=None,
+                   help="spawn this many processes (with --backend)")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(run=run_train_ddpm_lq)
+
+
+def run_train_ddpm_lq(args) -> int:
+    from dxr_core.engines.ddpm_lq import LQTrainConfig, train_ddpm_lq
+
+    train = {k: getattr(args, k) for k in ("preset", "iters", "batch_size", "crop", "lr", "seed", "val_every",
+                                           "ckpt_every", "threads", "backend", "nproc_per_node")}
+    cfg = LQTrainConfig(stage=args.stage, lq=args.lq, out=args.out, image_size=args.image_size,
+                        content_scale=args.content_scale, init=args.init,
+                        train={**train, "progress": not args.no_progress})
+    s = train_ddpm_lq(cfg)
+    if s:
+        print(f"stage {args.stage}: {s['iterations']} iterations ({'complete' if s['completed'] else 'stopped'}); "
+              f"model: {s['model']}", flush=True)
+    return 0
+

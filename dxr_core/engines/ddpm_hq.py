@@ -60,6 +60,8 @@ class TrainConfig:
     stop_at: int | None = None  # stop (as if killed) after this iteration, checkpoint kept: for resume tests
     threads: int | None = None
     init: str | None = None  # fine-tune from this enhancer checkpoint (its network + diffusion set-up win)
+    condition: str = "lq"  # "lq": the upsampled LQ image; "none": zeros (an unconditional model, DDPM-LQ stage 1)
+    extra_meta: dict | None = None  # recorded in the exported model's meta (e.g. DDPM-LQ's stage and scales)
 
     def validate(self):
         if self.iters < 1:
@@ -70,6 +72,8 @@ class TrainConfig:
             raise OptionError(f"unknown loss {self.loss!r}; use 'l1' or 'l2'.")
         if self.backend not in (None, "gloo", "nccl"):
             raise OptionError(f"unknown backend {self.backend!r}; use gloo (CPU) or nccl (GPU).")
+        if self.condition not in ("lq", "none"):
+            raise OptionError(f"unknown condition {self.condition!r}; use 'lq' or 'none'.")
 
 
 def _iter_seed(*parts: int) -> int:
@@ -96,11 +100,10 @@ def train_ddpm_hq(cfg: TrainConfig) -> dict:
 def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one readable training script
     import ignite.distributed as idist
     from ignite.engine import Engine, Events
-    from ignite.handlers import Checkpoint, DiskSaver
-
     from dxr_core.data.pairs import PatchDataset, IterationSampler, find_pairs, load_pairs, split_pairs
     from dxr_core.diffusion.enhancer import Enhancer
     from dxr_core.diffusion.schedule import DiffusionConfig, NoiseSchedule
+    from dxr_core.engines.common import attach_logging, checkpoint_and_resume, record_start
     from dxr_core.io.atomic import write_text_atomic
     from dxr_core.models import build_model, get_config
 
@@ -147,6 +150,8 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
         model.train()
         cond = batch["cond"].to(device, non_blocking=True)
         hq = batch["hq"].to(device, non_blocking=True)
+        if cfg.condition == "none":
+            cond = torch.zeros_like(cond)
         x0 = (hq - cond) * dcfg.residual_scale if dcfg.residual else hq
         g = torch.Generator().manual_seed(_iter_seed(cfg.seed, it, rank, 1))
         t = torch.randint(0, schedule.T, (x0.shape[0],), generator=g)
@@ -176,56 +181,18 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
 
     trainer = Engine(train_step)
     to_save = {"trainer": trainer, "model": model, "ema": ema, "optimizer": optimizer, "scaler": scaler}
-    ckpt_dir = out / "checkpoints"
-    checkpoint = Checkpoint(to_save, DiskSaver(str(ckpt_dir), require_empty=False, atomic=True),
-                            filename_prefix="train", n_saved=cfg.n_saved,
-                            global_step_transform=lambda e, _: e.state.iteration)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=cfg.ckpt_every) | Events.COMPLETED, checkpoint)
-
-    # ---------------- resume
-    start = 0
-    last = _latest_checkpoint(ckpt_dir)
-    if last is not None:
-        state = torch.load(last, map_location=device, weights_only=True)
-        Checkpoint.load_objects(to_load=to_save, checkpoint=state)
-        start = trainer.state.iteration
-        if rank == 0:
-            print(f"resuming {out} from iteration {start} ({last.name})", flush=True)
-    meta_path = out / "run.json"
-    starts = []
-    if last is not None and meta_path.is_file():  # the diffusion set-up of the run, not a fresh estimate
-        prev = json.loads(meta_path.read_text())
+    start, last, checkpoint = checkpoint_and_resume(trainer, to_save, out, n_saved=cfg.n_saved,
+                                                    every=cfg.ckpt_every, device=device, rank=rank)
+    prev = record_start(out, last is not None, start, cfg.iters, rank,
+                        lambda prev: {"train_config": cfg_dict, "model_config": mcfg.to_dict(),
+                                      "diffusion": (prev.get("diffusion") or dcfg.to_dict())})
+    if prev.get("diffusion"):  # the diffusion set-up of the run, not a fresh estimate
         dcfg = DiffusionConfig.from_dict(prev["diffusion"])
         schedule = NoiseSchedule(dcfg)
-        starts = prev.get("starts", [])
-    if rank == 0:
-        starts.append({"from_iteration": start, "iters": cfg.iters, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        write_text_atomic(meta_path, json.dumps({"train_config": cfg_dict, "model_config": mcfg.to_dict(),
-                                                 "diffusion": dcfg.to_dict(), "starts": starts}, indent=2))
-
-    # ---------------- logging (rank 0)
-    log_path = out / "loss.jsonl"
-    if rank == 0:
-        _truncate_log(log_path, start)
-
-        @trainer.on(Events.ITERATION_COMPLETED)
-        def _log(engine):
-            o = engine.state.output
-            with open(log_path, "a") as f:
-                f.write(json.dumps({"iteration": engine.state.iteration, "loss": o["loss"],
-                                    "grad_norm": o["grad_norm"]}) + "\n")
-
-        from ignite.handlers.tensorboard_logger import TensorboardLogger, OutputHandler
-
-        tb = TensorboardLogger(log_dir=str(out / "tb"))
-        tb.attach(trainer, OutputHandler(tag="train", output_transform=lambda o: {"loss": o["loss"]}),
-                  event_name=Events.ITERATION_COMPLETED(every=max(1, cfg.log_every)))
-        if cfg.progress:
-            from ignite.handlers import ProgressBar
-
-            ProgressBar(persist=False).attach(trainer, output_transform=lambda o: {"loss": o["loss"]})
-    else:
-        tb = None
+    tb = attach_logging(trainer, out, start, rank, row=lambda e: {"loss": e.state.output["loss"],
+                                                                  "grad_norm": e.state.output["grad_norm"]},
+                        scalars=lambda o: {"loss": o["loss"]}, bar=lambda o: {"loss": o["loss"]},
+                        log_every=cfg.log_every, progress=cfg.progress)
 
     best = {"psnr": -math.inf}
     history: list[dict] = []
@@ -233,13 +200,14 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
     def export(tag: str, metrics: dict | None = None):
         enh = Enhancer(copy.deepcopy(ema).cpu(), mcfg, dcfg,
                        meta={"iteration": trainer.state.iteration, "preset": cfg.preset, "seed": cfg.seed,
-                             "init": cfg.init,
-                             "pairs": str(cfg.pairs), "train_config": cfg_dict, "val": metrics or {}})
+                             "init": cfg.init, "condition": cfg.condition,
+                             "pairs": str(cfg.pairs), "train_config": cfg_dict, "val": metrics or {},
+                             **(cfg.extra_meta or {})})
         enh.save(out / tag)
         return enh
 
     def validate(engine):
-        if not val_pairs:
+        if not val_pairs or cfg.condition == "none":  # an unconditional model has nothing to restore
             if rank == 0:
                 export("model.pt")
             return
@@ -312,34 +280,6 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     if world > 1:
         idist.barrier()
-
-
-def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    if not ckpt_dir.is_dir():
-        return None
-    cands = []
-    for p in ckpt_dir.glob("train_checkpoint_*.pt"):
-        try:
-            cands.append((int(p.stem.rsplit("_", 1)[1]), p))
-        except ValueError:
-            continue
-    return max(cands)[1] if cands else None
-
-
-def _truncate_log(path: Path, start: int) -> None:
-    """Drop log lines past the resumed iteration (a killed run may have logged beyond its last checkpoint)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["iteration"] <= start:
-                keep.append(line)
-        except (ValueError, KeyError):
-            continue
-    from dxr_core.io.atomic import write_text_atomic
-
-    write_text_atomic(path, "".join(l + "\n" for l in keep))
 
 
 def read_loss_log(run: str | os.PathLike) -> list[dict]:

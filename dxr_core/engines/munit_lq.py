@@ -224,9 +224,8 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
 
     import ignite.distributed as idist
     from ignite.engine import Events
-    from ignite.handlers import Checkpoint, DiskSaver
 
-    from dxr_core.engines.ddpm_hq import _latest_checkpoint, _truncate_log
+    from dxr_core.engines.common import attach_logging, checkpoint_and_resume, record_start
     from dxr_core.data.pairs import IterationSampler
     from dxr_core.io.atomic import write_text_atomic
     from dxr_core.models.munit import MunitDiscriminators, MunitGenerators, MunitTranslator
@@ -270,53 +269,16 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
 
     trainer = create_trainer(gen, dis, opt_g, opt_d, mcfg, cfg, device, rank, world)
     to_save = {"trainer": trainer, "gen": gen, "dis": dis, "opt_g": opt_g, "opt_d": opt_d}
-    ckpt_dir = out / "checkpoints"
-    checkpoint = Checkpoint(to_save, DiskSaver(str(ckpt_dir), require_empty=False, atomic=True),
-                            filename_prefix="train", n_saved=cfg.n_saved,
-                            global_step_transform=lambda e, _: e.state.iteration)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=cfg.ckpt_every) | Events.COMPLETED, checkpoint)
-
-    # ---------------- resume
-    start = 0
-    last = _latest_checkpoint(ckpt_dir)
-    if last is not None:
-        state = torch.load(last, map_location=device, weights_only=True)
-        Checkpoint.load_objects(to_load=to_save, checkpoint=state)
-        start = trainer.state.iteration
-        if rank == 0:
-            print(f"resuming {out} from iteration {start} ({last.name})", flush=True)
-    meta_path = out / "run.json"
-    starts = []
-    if last is not None and meta_path.is_file():
-        starts = json.loads(meta_path.read_text()).get("starts", [])
-    if rank == 0:
-        starts.append({"from_iteration": start, "iters": cfg.iters, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        write_text_atomic(meta_path, json.dumps({"train_config": cfg_dict, "model_config": mcfg.to_dict(),
-                                                 "hq_files": len(hq_files), "lq_files": len(lq_files),
-                                                 "val_hq": len(val_hq), "starts": starts}, indent=2))
-
-    # ---------------- logging (rank 0)
-    log_path = out / "loss.jsonl"
-    tb = None
-    if rank == 0:
-        _truncate_log(log_path, start)
-        _truncate_log(out / "val.jsonl", start)
-
-        @trainer.on(Events.ITERATION_COMPLETED)
-        def _log(engine):
-            with open(log_path, "a") as f:
-                f.write(json.dumps({"iteration": engine.state.iteration, **engine.state.output,
-                                    "seconds": round(prev_seconds + time.time() - wall0, 2)}) + "\n")
-
-        from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
-
-        tb = TensorboardLogger(log_dir=str(out / "tb"))
-        tb.attach(trainer, OutputHandler(tag="train", output_transform=lambda o: {k: o[k] for k in LOG_KEYS}),
-                  event_name=Events.ITERATION_COMPLETED(every=max(1, cfg.log_every)))
-        if cfg.progress:
-            from ignite.handlers import ProgressBar
-
-            ProgressBar(persist=False).attach(trainer, output_transform=lambda o: {"G": o["total"], "D": o["loss_d"]})
+    start, last, checkpoint = checkpoint_and_resume(trainer, to_save, out, n_saved=cfg.n_saved,
+                                                    every=cfg.ckpt_every, device=device, rank=rank)
+    record_start(out, last is not None, start, cfg.iters, rank,
+                 lambda prev: {"train_config": cfg_dict, "model_config": mcfg.to_dict(), "hq_files": len(hq_files),
+                               "lq_files": len(lq_files), "val_hq": len(val_hq)})
+    tb = attach_logging(trainer, out, start, rank,
+                        row=lambda e: {**e.state.output, "seconds": round(prev_seconds + time.time() - wall0, 2)},
+                        scalars=lambda o: {k: o[k] for k in LOG_KEYS},
+                        bar=lambda o: {"G": o["total"], "D": o["loss_d"]},
+                        log_every=cfg.log_every, progress=cfg.progress, other_logs=("val.jsonl",))
 
     wall0 = time.time()
     prev_seconds = 0.0  # wall time of earlier starts, from the log (kept up to the resumed iteration)
