@@ -98,3 +98,16 @@ def test_options_and_cli(domains, stages, tmp_path):
                    "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert len(read_loss_log(tmp_path / "z")) == 3
+
+
+def test_stopped_stage_resumes_exactly(domains, tmp_path):
+    _, lq = domains
+    kw = dict(stage=1, lq=str(lq), image_size=64, content_scale=4)
+    train = dict(TRAIN, ckpt_every=10)
+    train_ddpm_lq(LQTrainConfig(out=str(tmp_path / "ref"), train=dict(iters=30, **train), **kw))
+    train_ddpm_lq(LQTrainConfig(out=str(tmp_path / "run"), train=dict(iters=30, stop_at=20, **train), **kw))
+    assert len(read_loss_log(tmp_path / "run")) == 20
+    train_ddpm_lq(LQTrainConfig(out=str(tmp_path / "run"), train=dict(iters=30, **train), **kw))
+    ref, run = read_loss_log(tmp_path / "ref"), read_loss_log(tmp_path / "run")
+    assert [r["iteration"] for r in run] == list(range(1, 31))
+    assert [r["loss"] for r in run] == pytest.approx([r["loss"] for r in ref], rel=1e-5, abs=1e-7)
