@@ -55,3 +55,23 @@ def tiny_ddpm_hq_model(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _threads() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def unpaired_domains(tmp_path_factory) -> tuple[Path, Path]:
+    """HQ: the 8 committed real radiographs (tests/data/real_cxr_sample, 64 px). LQ: blurred, mirrored copies of
+    them (a DRR-like look; unpaired in practice). For the LQ-synthesis trainings (MUNIT-LQ, DDPM-LQ)."""
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    from dxr_core.data.pairs import write_image
+    from dxr_core.data.radiographs import list_radiographs, load_radiograph, resize_radiograph
+
+    root = tmp_path_factory.mktemp("unpaired")
+    hq, lq = root / "hq", root / "lq"
+    for f in list_radiographs(ROOT / "tests" / "data" / "real_cxr_sample"):
+        img = resize_radiograph(load_radiograph(f)[0], 64)
+        write_image(img, hq / f"{f.stem}.png")
+        write_image(np.clip(gaussian_filter(img[:, ::-1], 2.0), 0, 1), lq / f"{f.stem}.png")
+    return hq, lq
+

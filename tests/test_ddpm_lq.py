@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_dxr
-from dxr_core.data.pairs import write_image
-from dxr_core.data.radiographs import list_radiographs, load_radiograph, resize_radiograph
+from dxr_core.data.radiographs import list_radiographs, load_radiograph
 from dxr_core.engines import LQTrainConfig, read_loss_log, train_ddpm_lq
 from dxr_core.errors import OptionError
 
@@ -16,22 +15,9 @@ TRAIN = dict(preset="tiny", batch_size=4, crop=32, lr=2e-3, val_every=10 ** 6, v
              threads=1, ckpt_every=50)
 
 
-def _blur(img: np.ndarray, sigma: float = 1.5) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
-    return gaussian_filter(img, sigma)
-
-
 @pytest.fixture(scope="module")
-def domains(tmp_path_factory):
-    """HQ: the committed real radiographs (64 px). LQ ("DRRs"): blurred, mirrored copies (unpaired in practice)."""
-    root = tmp_path_factory.mktemp("ddpm_lq")
-    hq, lq = root / "hq", root / "lq"
-    for f in list_radiographs(SAMPLE):
-        img = resize_radiograph(load_radiograph(f)[0], 64)
-        write_image(img, hq / f"{f.stem}.png")
-        write_image(np.clip(_blur(img[:, ::-1]), 0, 1), lq / f"{f.stem}.png")
-    return hq, lq
+def domains(unpaired_domains):
+    return unpaired_domains
 
 
 @pytest.fixture(scope="module")

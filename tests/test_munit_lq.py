@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from conftest import ROOT, run_dxr
-from dxr_core.data.pairs import write_image
 from dxr_core.data.radiographs import list_radiographs, load_radiograph, resize_radiograph
 from dxr_core.engines import MunitTrainConfig, read_munit_log, train_munit_lq
 from dxr_core.errors import ModelError, OptionError
@@ -27,15 +26,8 @@ def _blur(img: np.ndarray, sigma: float = 2.0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def domains(tmp_path_factory):
-    """HQ: the 8 committed real radiographs (64 px). LQ: blurred copies of them, flipped (unpaired in practice)."""
-    root = tmp_path_factory.mktemp("munit")
-    hq, lq = root / "hq", root / "lq"
-    for f in list_radiographs(SAMPLE):
-        img = resize_radiograph(load_radiograph(f)[0], 64)
-        write_image(img, hq / f"{f.stem}.png")
-        write_image(np.clip(_blur(img[:, ::-1]), 0, 1), lq / f"{f.stem}.png")
-    return hq, lq
+def domains(unpaired_domains):
+    return unpaired_domains
 
 
 def test_shapes_and_losses():

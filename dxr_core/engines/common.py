@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-__all__ = ["latest_checkpoint", "truncate_log", "checkpoint_and_resume", "record_start", "attach_logging"]
+__all__ = ["latest_checkpoint", "truncate_log", "checkpoint_and_resume", "record_start", "attach_logging",
+           "run_iterations", "read_log"]
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -118,3 +119,48 @@ def attach_logging(trainer, out: Path, start: int, rank: int, *, row: Callable[[
 
         ProgressBar(persist=False).attach(trainer, output_transform=bar)
     return tb
+
+
+def run_iterations(trainer, dataset, *, batch_size: int, start: int, iters: int, resumed: bool, rank: int,
+                   world: int, validate: Callable, val_every: int, checkpoint, stop_at: int | None = None,
+                   num_workers: int = 0, pin_memory: bool = False) -> None:
+    """Validate every ``val_every`` iterations and at the end, stop (as if killed, checkpoint kept) after
+    ``stop_at`` when given, and run iterations ``start + 1 .. iters`` as one epoch whose batches come from
+    ``IterationSampler`` (a batch is a function of its iteration, so a resumed run sees the same data)."""
+    import torch
+    from ignite.engine import Events
+
+    from dxr_core.data.pairs import IterationSampler
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=val_every), validate)
+
+    @trainer.on(Events.COMPLETED)
+    def _final(engine):
+        if engine.state.iteration % val_every != 0:
+            validate(engine)
+
+    if stop_at is not None:
+        @trainer.on(Events.ITERATION_COMPLETED(once=int(stop_at)))
+        def _stop(engine):
+            checkpoint(engine)
+            engine.terminate()
+
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers,
+        sampler=IterationSampler(start, iters, batch_size, rank, world), pin_memory=pin_memory,
+        persistent_workers=False)
+    if start >= iters:
+        return
+    if resumed and trainer.state.epoch_length != iters:
+        # a longer plan than the original run: one epoch of ``iters``, resumed inside it (Ignite would otherwise
+        # see a finished epoch and start a new run from iteration 0)
+        trainer.state.epoch_length = iters
+        trainer.state.epoch = trainer.state.iteration // iters
+    trainer.run(loader, max_epochs=1, epoch_length=iters)
+
+
+def read_log(run, name: str = "loss.jsonl") -> list[dict]:
+    """The JSON lines of ``run/name`` ([] when there is no log yet)."""
+    p = Path(run) / name
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+

@@ -99,11 +99,11 @@ def train_ddpm_hq(cfg: TrainConfig) -> dict:
 
 def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one readable training script
     import ignite.distributed as idist
-    from ignite.engine import Engine, Events
-    from dxr_core.data.pairs import PatchDataset, IterationSampler, find_pairs, load_pairs, split_pairs
+    from ignite.engine import Engine
+    from dxr_core.data.pairs import PatchDataset, find_pairs, load_pairs, split_pairs
     from dxr_core.diffusion.enhancer import Enhancer
     from dxr_core.diffusion.schedule import DiffusionConfig, NoiseSchedule
-    from dxr_core.engines.common import attach_logging, checkpoint_and_resume, record_start
+    from dxr_core.engines.common import attach_logging, checkpoint_and_resume, record_start, run_iterations
     from dxr_core.io.atomic import write_text_atomic
     from dxr_core.models import build_model, get_config
 
@@ -243,32 +243,11 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
         if world > 1:
             idist.barrier()
 
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=cfg.val_every), validate)
-
-    @trainer.on(Events.COMPLETED)
-    def _final(engine):
-        if engine.state.iteration % cfg.val_every != 0:
-            validate(engine)
-
-    if cfg.stop_at is not None:
-        @trainer.on(Events.ITERATION_COMPLETED(once=int(cfg.stop_at)))
-        def _stop(engine):
-            checkpoint(engine)
-            engine.terminate()
-
-    # ---------------- data loader from the resume point (batches are functions of the iteration)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-        sampler=IterationSampler(start, cfg.iters, cfg.batch_size, rank, world),
-        pin_memory=device.type == "cuda", persistent_workers=False)
     t0 = time.time()
-    if start < cfg.iters:
-        if last is not None and trainer.state.epoch_length != cfg.iters:
-            # a longer plan than the original run: one epoch of cfg.iters, resumed inside it (ignite would
-            # otherwise see a finished epoch and start a new run from iteration 0)
-            trainer.state.epoch_length = cfg.iters
-            trainer.state.epoch = trainer.state.iteration // cfg.iters
-        trainer.run(loader, max_epochs=1, epoch_length=cfg.iters)
+    run_iterations(trainer, dataset, batch_size=cfg.batch_size, start=start, iters=cfg.iters,
+                   resumed=last is not None, rank=rank, world=world, validate=validate, val_every=cfg.val_every,
+                   checkpoint=checkpoint, stop_at=cfg.stop_at, num_workers=cfg.num_workers,
+                   pin_memory=device.type == "cuda")
     if tb is not None:
         tb.close()
     if rank == 0:
@@ -283,5 +262,7 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
 
 
 def read_loss_log(run: str | os.PathLike) -> list[dict]:
-    p = Path(run) / "loss.jsonl"
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.is_file() else []
+    """The per-iteration log of a run (``RUN/loss.jsonl``)."""
+    from dxr_core.engines.common import read_log
+
+    return read_log(run)

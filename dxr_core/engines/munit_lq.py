@@ -223,10 +223,8 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
     import copy
 
     import ignite.distributed as idist
-    from ignite.engine import Events
 
-    from dxr_core.engines.common import attach_logging, checkpoint_and_resume, record_start
-    from dxr_core.data.pairs import IterationSampler
+    from dxr_core.engines.common import attach_logging, checkpoint_and_resume, record_start, run_iterations
     from dxr_core.io.atomic import write_text_atomic
     from dxr_core.models.munit import MunitDiscriminators, MunitGenerators, MunitTranslator
 
@@ -328,26 +326,9 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
         if world > 1:
             idist.barrier()
 
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=cfg.val_every), validate)
-
-    @trainer.on(Events.COMPLETED)
-    def _final(engine):
-        if engine.state.iteration % cfg.val_every != 0:
-            validate(engine)
-
-    if cfg.stop_at is not None:
-        @trainer.on(Events.ITERATION_COMPLETED(once=int(cfg.stop_at)))
-        def _stop(engine):
-            checkpoint(engine)
-            engine.terminate()
-
-    loader = torch.utils.data.DataLoader(dataset, batch_size=mcfg.batch_size, num_workers=0,
-                                         sampler=IterationSampler(start, cfg.iters, mcfg.batch_size, rank, world))
-    if start < cfg.iters:
-        if last is not None and trainer.state.epoch_length != cfg.iters:
-            trainer.state.epoch_length = cfg.iters
-            trainer.state.epoch = trainer.state.iteration // cfg.iters
-        trainer.run(loader, max_epochs=1, epoch_length=cfg.iters)
+    run_iterations(trainer, dataset, batch_size=mcfg.batch_size, start=start, iters=cfg.iters,
+                   resumed=last is not None, rank=rank, world=world, validate=validate, val_every=cfg.val_every,
+                   checkpoint=checkpoint, stop_at=cfg.stop_at)
     if tb is not None:
         tb.close()
     if rank == 0:
@@ -361,8 +342,10 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
 
 
 def read_munit_log(run: str | os.PathLike) -> list[dict]:
-    p = Path(run) / "loss.jsonl"
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.is_file() else []
+    """The per-iteration log of a run (``RUN/loss.jsonl``)."""
+    from dxr_core.engines.common import read_log
+
+    return read_log(run)
 
 
 def evaluate_munit_lq(model, hq_images: list[np.ndarray], drr_refs: list[np.ndarray], seed: int = 0,
