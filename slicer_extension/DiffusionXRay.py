@@ -31,30 +31,19 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from DiffusionXRayLib import (
-    CANCELLED,
-    DONE,
-    TASK_DRR,
-    TASK_ENHANCE,
-    BackgroundJob,
-    CTFileCache,
-    DXRClient,
-    DXRClientError,
-    add_nodule_markups,
-    add_nodule_segmentation,
-    enhanced_ijk_to_ras,
-    label_matched_points,
-    load_result_volume,
-    markups_points_lps,
-    match_labels_to_points,
-    run_request,
-    snapshot_volume,
-)
+from DiffusionXRayLib.client import TASK_DRR, TASK_ENHANCE, DXRClient, DXRClientError
+from DiffusionXRayLib.jobs import CANCELLED, DONE, BackgroundJob, CTFileCache
+from DiffusionXRayLib.scene import (add_nodule_markups, add_nodule_segmentation, enhanced_ijk_to_ras,
+                                    label_matched_points, load_result_volume, markups_points_lps, snapshot_volume)
+from DiffusionXRayLib.tasks import match_labels_to_points, run_request
 
 SETTINGS_URL_KEY = "DiffusionXRay/serverURL"
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
 VIEWS = ("pa", "ap", "lateral", "rlat")
 SAMPLERS = ("ddim", "dpmpp", "ddpm")  # first = default, as dxr_core.diffusion.defaults
+DEFAULT_STEPS = 10  # = dxr_core.diffusion.defaults.DEFAULT_STEPS (tested)
+PRESETS = ("pa-chest", "ap-portable", "lateral", "none")  # first = default, as dxr_core.drr.presets (tested)
+PRESET_KVP = {"pa-chest": 125.0, "ap-portable": 100.0, "lateral": 125.0, "none": 120.0}  # (tested)
 NODULE_KINDS = ("solid", "part_solid", "ggo", "calcified")
 POLL_INTERVAL_MS = 100
 REQUEST_TIMEOUT_S = 900.0
@@ -96,16 +85,17 @@ class DiffusionXRayParameterNode:
     serverUrl: str = DEFAULT_SERVER_URL
     study: str = ""
     inputVolume: vtkMRMLScalarVolumeNode
+    preset: Annotated[str, Choice(list(PRESETS))] = PRESETS[0]
     view: Annotated[str, Choice(list(VIEWS))] = "pa"
     size: Annotated[int, WithinRange(16, 4096)] = 512
-    kvp: Annotated[float, WithinRange(40.0, 150.0)] = 120.0
+    kvp: Annotated[float, WithinRange(40.0, 150.0)] = PRESET_KVP[PRESETS[0]]
     nodules: Annotated[int, WithinRange(0, 20)] = 0
     seed: Annotated[int, WithinRange(0, 2 ** 31 - 1)] = 0
     nodulePoints: vtkMRMLMarkupsFiducialNode
     noduleKind: Annotated[str, Choice(list(NODULE_KINDS))] = "solid"
     noduleSize: Annotated[float, WithinRange(3.0, 30.0)] = 10.0
     sampler: Annotated[str, Choice(list(SAMPLERS))] = "ddim"
-    steps: Annotated[int, WithinRange(1, 1000)] = 20
+    steps: Annotated[int, WithinRange(1, 1000)] = DEFAULT_STEPS
     scale: Annotated[float, WithinRange(1.0, 4.0)] = 2.0
     radiographVolume: vtkMRMLScalarVolumeNode
 
@@ -147,6 +137,7 @@ class DiffusionXRayWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.enhanceRadiographButton.connect("clicked(bool)", self.onEnhanceRadiograph)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.nodulePointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onNodulePointsChanged)
+        self.ui.presetCombo.connect("currentTextChanged(QString)", self.onPresetChanged)
         self.ui.progressBar.setVisible(False)
         self.ui.cancelButton.setVisible(False)
 
@@ -216,6 +207,11 @@ class DiffusionXRayWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.drrButton.toolTip = _("Project the CT to a radiograph on the server and show it.")
             else:
                 self.ui.drrButton.toolTip = _("Select a CT volume (or name a study on the server) first.")
+
+    def onPresetChanged(self, preset):
+        """A new acquisition brings its tube voltage (the user may change it afterwards)."""
+        if preset in PRESET_KVP:
+            self.ui.kvpSpin.value = PRESET_KVP[preset]
 
     # placed nodules ---------------------------------------------------------------------------------------------
     def onNodulePointsChanged(self, node):
@@ -375,22 +371,25 @@ class DiffusionXRayLogic(ScriptedLoadableModuleLogic):
         self.ctCache.clear()
 
     @staticmethod
-    def parameters(task, view="pa", size=512, kvp=120.0, nodules=0, seed=0, sampler="ddim", steps=20, scale=2.0,
-                   **extra):
-        """Request parameters for ``task`` (``drr`` ignores the enhancement ones; "radiograph" has only those)."""
+    def parameters(task, view="pa", size=512, kvp=None, nodules=0, seed=0, sampler="ddim", steps=DEFAULT_STEPS,
+                   scale=2.0, preset=PRESETS[0], **extra):
+        """Request parameters for ``task`` (``drr`` ignores the enhancement ones; "radiograph" has only those).
+        ``kvp`` None: the preset's."""
         if task == "radiograph":
             return {"sampler": sampler, "steps": int(steps), "scale": float(scale), "seed": int(seed)}
         size = [int(v) for v in size] if isinstance(size, (list, tuple)) else int(size)  # N or [rows, cols]
-        params = {"view": view, "size": size, "kvp": float(kvp), "nodules": int(nodules), "seed": int(seed)}
+        params = {"preset": preset, "view": view, "size": size, "nodules": int(nodules), "seed": int(seed)}
+        if kvp is not None:
+            params["kvp"] = float(kvp)
         if task == TASK_ENHANCE:
             params.update({"sampler": sampler, "steps": int(steps), "scale": float(scale)})
         params.update({k: v for k, v in extra.items() if v is not None})
         return params
 
     def parametersFromNode(self, p, task):
-        return self.parameters(task, view=p.view, size=p.size, kvp=p.kvp, nodules=p.nodules, seed=p.seed,
-                               sampler=p.sampler, steps=p.steps, scale=p.scale, nodule_size=float(p.noduleSize),
-                               nodule_kind=p.noduleKind)
+        return self.parameters(task, preset=p.preset, view=p.view, size=p.size, kvp=p.kvp, nodules=p.nodules,
+                               seed=p.seed, sampler=p.sampler, steps=p.steps, scale=p.scale,
+                               nodule_size=float(p.noduleSize), nodule_kind=p.noduleKind)
 
     @staticmethod
     def nodulePointParameters(pointsNode, defaultKind="solid", size=None):

@@ -185,7 +185,7 @@ def test_logic_parameters_and_refusals(fake):
     logic = fake.module.DiffusionXRayLogic("http://127.0.0.1:1")
     assert logic.client().server_url == "http://127.0.0.1:1"
     assert logic.parameters("drr", view="lateral", size=256, kvp=110, nodules=3, seed=7, steps=5) == {
-        "view": "lateral", "size": 256, "kvp": 110.0, "nodules": 3, "seed": 7}
+        "preset": "pa-chest", "view": "lateral", "size": 256, "kvp": 110.0, "nodules": 3, "seed": 7}
     assert logic.parameters("drr", size=(24, 32))["size"] == [24, 32]
     p = logic.parameters("drr_enhance", sampler="ddim", steps=5, scale=2, nodule_size=None)
     assert p["sampler"] == "ddim" and p["steps"] == 5 and p["scale"] == 2.0 and "nodule_size" not in p
@@ -205,13 +205,15 @@ def test_options_round_trip_through_the_parameter_node(fake, slicer_core, monkey
     w = fake.widget()
     ct = _ct(fake)
     points = fake.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "clicks")
-    edits = {"serverUrlEdit": "http://10.0.0.5:8123", "studyEdit": "phantom_s7", "viewCombo": "lateral",
+    edits = {"serverUrlEdit": "http://10.0.0.5:8123", "studyEdit": "phantom_s7", "presetCombo": "ap-portable",
+             "viewCombo": "lateral",
              "sizeSpin": 256, "kvpSpin": 100.0, "noduleSpin": 3, "seedSpin": 7, "noduleKindCombo": "ggo",
              "noduleSizeSpin": 14.0, "samplerCombo": "dpmpp", "stepsSpin": 5, "scaleSpin": 1.5,
              "inputVolumeSelector": ct, "nodulePointsSelector": points, "radiographSelector": ct}
     for name, value in edits.items():
         getattr(w.ui, name).userSet(value)  # as the user does
     p = w.logic.getParameterNode()
+    assert p.preset == "ap-portable"
     got = {"serverUrl": p.serverUrl, "study": p.study, "view": p.view, "size": p.size, "kvp": p.kvp,
            "nodules": p.nodules, "seed": p.seed, "noduleKind": p.noduleKind, "noduleSize": p.noduleSize,
            "sampler": p.sampler, "steps": p.steps, "scale": p.scale}
@@ -224,6 +226,7 @@ def test_options_round_trip_through_the_parameter_node(fake, slicer_core, monkey
     assert w.ui.stepsSpin.value == 9
     # ... and the request is built from it
     req = w.logic.parametersFromNode(p, "drr_enhance")
+    assert req["preset"] == "ap-portable"
     assert {k: req[k] for k in ("view", "size", "kvp", "nodules", "seed", "sampler", "steps", "scale")} == {
         "view": "lateral", "size": 256, "kvp": 100.0, "nodules": 3, "seed": 7, "sampler": "dpmpp", "steps": 9,
         "scale": 1.5}
@@ -582,3 +585,19 @@ def test_lateral_geometry_and_empty_label_box():
     assert b["roi_center_ras"] is None and b["image_ras"] is not None
     with pytest.raises(ValueError, match="differs"):
         result_ijk_to_ras({"image": {"size": [3, 3]}, "geometry": geometry})
+
+
+def test_defaults_follow_the_library(fake):
+    """The module's defaults are the library's (preset, its kVp, sampler steps), so a plain click gives what
+    `dxr drr` / `dxr enhance` give."""
+    from dxr_core.diffusion.defaults import DEFAULT_STEPS
+    from dxr_core.drr.presets import DEFAULT_PRESET, PRESETS
+
+    mod = fake.module
+    assert mod.PRESETS[0] == DEFAULT_PRESET and set(mod.PRESETS) == set(PRESETS) | {"none"}
+    assert all(mod.PRESET_KVP[k] == PRESETS[k].kvp for k in PRESETS) and mod.PRESET_KVP["none"] == 120.0
+    assert mod.DEFAULT_STEPS == DEFAULT_STEPS
+    req = mod.DiffusionXRayLogic.parameters("drr")
+    assert req["preset"] == DEFAULT_PRESET and "kvp" not in req
+    assert mod.DiffusionXRayLogic.parameters("drr_enhance", kvp=110)["kvp"] == 110.0
+

@@ -14,8 +14,25 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-__all__ = ["latest_checkpoint", "truncate_log", "checkpoint_and_resume", "record_start", "attach_logging",
-           "run_iterations", "read_log"]
+__all__ = ["process_setup", "latest_checkpoint", "truncate_log", "checkpoint_and_resume", "record_start",
+           "attach_logging", "run_iterations", "read_log"]
+
+
+def process_setup(threads: int | None):
+    """(rank, world size, device) of this process under ``ignite.distributed``; CPU threads: ``threads``, or the
+    cores shared out between the processes of a multi-process CPU run."""
+    import os
+
+    import ignite.distributed as idist
+    import torch
+
+    rank, world = idist.get_rank(), idist.get_world_size()
+    device = idist.device()
+    if threads:
+        torch.set_num_threads(int(threads))
+    elif device.type == "cpu" and world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    return rank, world, device
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:

@@ -103,17 +103,13 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
     from dxr_core.data.pairs import PatchDataset, find_pairs, load_pairs, split_pairs
     from dxr_core.diffusion.enhancer import Enhancer
     from dxr_core.diffusion.schedule import DiffusionConfig, NoiseSchedule
-    from dxr_core.engines.common import attach_logging, checkpoint_and_resume, record_start, run_iterations
+    from dxr_core.engines.common import (attach_logging, checkpoint_and_resume, process_setup, record_start,
+                                         run_iterations)
     from dxr_core.io.atomic import write_text_atomic
     from dxr_core.models import build_model, get_config
 
     cfg = TrainConfig(**cfg_dict)
-    rank, world = idist.get_rank(), idist.get_world_size()
-    device = idist.device()
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    elif device.type == "cpu" and world > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    rank, world, device = process_setup(cfg.threads)
     out = Path(cfg.out)
     amp = (device.type == "cuda") if cfg.amp is None else bool(cfg.amp and device.type == "cuda")
 

@@ -224,18 +224,14 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
 
     import ignite.distributed as idist
 
-    from dxr_core.engines.common import attach_logging, checkpoint_and_resume, record_start, run_iterations
+    from dxr_core.engines.common import (attach_logging, checkpoint_and_resume, process_setup, record_start,
+                                         run_iterations)
     from dxr_core.io.atomic import write_text_atomic
     from dxr_core.models.munit import MunitDiscriminators, MunitGenerators, MunitTranslator
 
     cfg = MunitTrainConfig(**cfg_dict)
     mcfg = cfg.model_config()
-    rank, world = idist.get_rank(), idist.get_world_size()
-    device = idist.device()
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    elif device.type == "cpu" and world > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    rank, world, device = process_setup(cfg.threads)
     out = Path(cfg.out)
 
     # ---------------- data (whole images on the image_size grid, crops drawn per iteration)

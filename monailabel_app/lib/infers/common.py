@@ -188,13 +188,20 @@ def release_memory(full: bool = False) -> None:
 
 class DXRInferTask(BasicInferTask):
     """Base of the app's tasks: no MONAI network or transforms; the BasicInferTask stages are overridden to call
-    ``dxr_core`` directly (``pre_transforms`` = parse the request, then load; ``run_inferer``; ``writer``)."""
+    ``dxr_core`` directly (``pre_transforms`` = parse the request, then load; ``run_inferer``; ``writer``).
+    Subclasses set ``DIMENSION``, ``DESCRIPTION`` and ``default_config()`` (what /info/ shows)."""
 
-    def __init__(self, cfg, ct_cache: CTCache, dimension: int, description: str, config: dict):
-        super().__init__(path=None, network=None, type=InferType.OTHERS, labels=["nodule"], dimension=dimension,
-                         description=description, config=config)
+    DIMENSION = 2
+    DESCRIPTION = ""
+
+    def __init__(self, cfg, ct_cache: CTCache):
         self.cfg = cfg
         self.ct_cache = ct_cache
+        super().__init__(path=None, network=None, type=InferType.OTHERS, labels=["nodule"],
+                         dimension=self.DIMENSION, description=self.DESCRIPTION, config=self.default_config())
+
+    def default_config(self) -> dict:
+        return {}
 
     def is_valid(self) -> bool:
         return True

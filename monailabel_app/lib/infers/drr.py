@@ -43,12 +43,12 @@ from typing import Dict
 
 import numpy as np
 
+from dxr_core.drr.presets import DEFAULT_PRESET
 from dxr_core.errors import InputError
-from dxr_core.params import DRR_KEYS, DRRParams  # noqa: F401  (DRR_KEYS re-exported for the request contract)
+from dxr_core.params import DRR_KEYS, DRRParams
 from dxr_core.pipeline import drr_result_json, render
 
-from ..configs import AppConfig
-from .common import CTCache, DXRInferTask, image_path, input_kind, write_result_nrrd
+from .common import DXRInferTask, image_path, input_kind, write_result_nrrd
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +68,14 @@ def nrrd_meta(geometry, task: str) -> Dict[str, str]:
 class DRRTask(DXRInferTask):
     """CT study -> DRR; the BasicInferTask stages are overridden to call ``dxr_core`` directly."""
 
-    def __init__(self, cfg: AppConfig, ct_cache: CTCache):
-        super().__init__(
-            cfg,
-            ct_cache,
-            dimension=3,
-            description="CT -> digitally reconstructed radiograph (float32 or uint16 NRRD with pixel spacing) + JSON "
-            "with the projection matrix; optional synthetic lung nodules with exact 2-D labels. Params: preset, view, "
-            "size, pixel_spacing, sid, sad, rotation, mode, kvp, energy_kev, dose, seed, output_dtype, nodules, "
-            "nodule_points, nodule_type, nodule_shape, nodule_size, nodule_seed.",
-            config={"view": "pa", "size": 512, "mode": "poly", "kvp": 120, "dose": 0, "seed": 0, "nodules": 0,
-                    "output_dtype": "float32"},
-        )
+    DIMENSION = 3
+    DESCRIPTION = ("CT -> digitally reconstructed radiograph (float32 or uint16 NRRD with pixel spacing) + JSON with "
+                   "the projection matrix; optional synthetic lung nodules with exact 2-D labels. Params: "
+                   + ", ".join(DRR_KEYS) + ".")
+
+    def default_config(self) -> dict:
+        return {"preset": DEFAULT_PRESET, "size": 512, "mode": "poly", "seed": 0, "nodules": 0,
+                "output_dtype": "float32"}
 
     # stages -------------------------------------------------------------------------------------------------
     def _parse(self, data):

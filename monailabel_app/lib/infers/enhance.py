@@ -84,21 +84,17 @@ class _EnhancerCache:
 class EnhanceTask(DXRInferTask):
     """Radiograph (or CT -> DRR) -> DDPM-HQ enhanced radiograph, calling ``dxr_core.diffusion`` directly."""
 
+    DIMENSION = 2
+    DESCRIPTION = ("DDPM-HQ diffusion enhancement and super-resolution of a radiograph (uploaded file or study), or of "
+                   "the DRR of a CT study (all `drr` params apply). Params: sampler (ddim, dpmpp, ddpm), steps, scale "
+                   "(default 2), seed, tile, output_dtype.")
+
+    def default_config(self) -> dict:
+        return {"sampler": self.cfg.sampler or DEFAULT_SAMPLER, "steps": self.cfg.steps or DEFAULT_STEPS, "scale": 2,
+                "seed": 0}
+
     def __init__(self, cfg: AppConfig, ct_cache: CTCache):
-        super().__init__(
-            cfg,
-            ct_cache,
-            dimension=2,
-            description="DDPM-HQ diffusion enhancement and super-resolution of a radiograph (uploaded file or study), "
-            "or of the DRR of a CT study (all `drr` params apply). Params: sampler (ddim, dpmpp, ddpm), steps, scale "
-            "(default 2), seed, tile, output_dtype.",
-            config={
-                "sampler": cfg.sampler or DEFAULT_SAMPLER,
-                "steps": cfg.steps or DEFAULT_STEPS,
-                "scale": 2,
-                "seed": 0,
-            },
-        )
+        super().__init__(cfg, ct_cache)
         self._enhancers = _EnhancerCache()
         self._run_lock = threading.Lock()  # one enhancement at a time: bounds memory on a shared server
 
