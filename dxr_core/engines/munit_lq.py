@@ -354,42 +354,20 @@ def evaluate_munit_lq(model, hq_images: list[np.ndarray], drr_refs: list[np.ndar
     against the DRRs (:func:`dxr_core.metrics.domain.domain_gap`), and the mean SSIM of each LQ image to its HQ
     source resized to the LQ grid (area averaging): the content that is kept.
     """
-    from dxr_core.degrade import degrade
-    from dxr_core.metrics import ssim
-    from dxr_core.metrics.domain import domain_gap, prepare
-
+    from dxr_core.degrade.evaluate import evaluate_lq_methods
     from dxr_core.models.munit import MunitTranslator
 
     tr = model if isinstance(model, MunitTranslator) else MunitTranslator.load(model)
     lq_grid = grid // 2
-    hq = [prepare(x, grid) for x in hq_images]
-    src = [prepare(x, lq_grid) for x in hq]
-    refs = [prepare(x, lq_grid) for x in drr_refs]
-    sets = {"HQ (area-downsampled, no degradation)": src}
-    for m in methods:
-        sets[m] = [degrade(x, m, seed=seed + i) for i, x in enumerate(hq)]
-    sets["munit (style ~ N(0, I))"] = [tr.translate(x, seed=seed + i, size=grid, out_shape=(lq_grid, lq_grid))
-                                       for i, x in enumerate(hq)]
-    rows = {}
-    for name, imgs in sets.items():
-        g = domain_gap(refs, imgs, size=lq_grid, seed=seed)
-        rows[name] = {"spectrum": g["spectrum"]["distance"], "high_freq": g["spectrum"]["high_freq_difference"],
-                      "histogram": g["histogram"]["distance"],
-                      "c2st_accuracy": g["c2st"]["accuracy"] if g["c2st"] else None,
-                      "c2st_p": g["c2st"]["p_value"] if g["c2st"] else None,
-                      "ssim_to_source": float(np.mean([ssim(a, b) for a, b in zip(imgs, src)]))}
-    return {"n_hq": len(hq), "n_drr": len(refs), "lq_grid": lq_grid, "model_iteration": tr.meta.get("iteration"),
-            "rows": rows}
+    rows = {m: (m, {}) for m in methods}
+    rows["munit (style ~ N(0, I))"] = lambda x, i: tr.translate(x, seed=seed + i, size=grid,
+                                                               out_shape=(lq_grid, lq_grid))
+    res = evaluate_lq_methods(hq_images, drr_refs, rows, seed=seed, grid=grid)
+    res["model_iteration"] = tr.meta.get("iteration")
+    return res
 
 
 def format_munit_eval(res: dict) -> str:
-    lines = [f"{res['n_hq']} held-out HQ radiographs vs {res['n_drr']} real DRRs, LQ grid {res['lq_grid']} px "
-             f"(MUNIT-LQ iteration {res['model_iteration']})",
-             "| LQ set | spectrum distance | high-freq (set - DRR) | histogram W1 | C2ST accuracy "
-             "| SSIM to HQ source |",
-             "|---|---|---|---|---|---|"]
-    for name, r in res["rows"].items():
-        acc = "-" if r["c2st_accuracy"] is None else f"{r['c2st_accuracy']:.2f}"
-        lines.append(f"| {name} | {r['spectrum']:.3f} | {r['high_freq']:+.3f} | {r['histogram']:.3f} | {acc} | "
-                     f"{r['ssim_to_source']:.3f} |")
-    return "\n".join(lines)
+    from dxr_core.degrade.evaluate import format_lq_table
+
+    return format_lq_table(res, f"MUNIT-LQ iteration {res.get('model_iteration')}")
