@@ -167,3 +167,24 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, args, needle):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_lq_synthesis_gap_rows(unpaired_domains):
+    """evaluate_lq_methods: the source row keeps everything (SSIM 1), a blur moves toward blurred references and
+    keeps less of the source, a callable row works like a method row."""
+    from scipy.ndimage import gaussian_filter
+
+    from dxr_core.data.radiographs import list_radiographs, load_radiograph
+    from dxr_core.degrade.evaluate import SOURCE_ROW, evaluate_lq_methods, format_lq_table
+
+    hq_dir, lq_dir = unpaired_domains
+    hq = [load_radiograph(f)[0] for f in list_radiographs(hq_dir)]
+    refs = [load_radiograph(f)[0] for f in list_radiographs(lq_dir)]
+    res = evaluate_lq_methods(hq, refs, {"bicubic": ("bicubic", {}),
+                                         "blur": lambda x, i: gaussian_filter(x[::2, ::2], 1.0)}, grid=64)
+    rows = res["rows"]
+    assert set(rows) == {SOURCE_ROW, "bicubic", "blur"} and res["lq_grid"] == 32
+    assert rows[SOURCE_ROW]["ssim_to_source"] == pytest.approx(1.0)
+    assert rows["blur"]["spectrum"] < rows["bicubic"]["spectrum"]
+    assert rows["blur"]["ssim_to_source"] < rows["bicubic"]["ssim_to_source"]
+    assert "| blur |" in format_lq_table(res)
