@@ -69,3 +69,18 @@ def test_cli_make_pairs_errors(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert dxr(["make-pairs", "--hq", str(SAMPLE), "--out", str(tmp_path / "o"), "--method", "nope"]) == 2
     assert "Unknown method" in capsys.readouterr().err
+
+
+def test_cli_make_pairs_method_options(tmp_path, capsys):
+    """--option reaches the single method (recorded in pairs.jsonl); with the mix it is refused; a wrong one is
+    named."""
+    out = tmp_path / "p"
+    assert dxr(["make-pairs", "--hq", str(SAMPLE), "--out", str(out), "--hq-size", "64", "--method", "high_order",
+                "--option", "noise_sigma=[0.05, 0.05]", "--no-progress"]) == 0
+    recs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    assert recs and all(r["options"]["noise_sigma"] == [0.05, 0.05] for r in recs)
+    assert dxr(["make-pairs", "--hq", str(SAMPLE), "--out", str(tmp_path / "m"), "--option", "noise_sigma=0.1"]) == 2
+    assert "single --method" in capsys.readouterr().err
+    assert dxr(["make-pairs", "--hq", str(SAMPLE), "--out", str(tmp_path / "b"), "--method", "bicubic", "--option",
+                "colour=1", "--no-progress"]) == 2
+    assert "colour" in capsys.readouterr().err

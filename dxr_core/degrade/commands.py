@@ -57,6 +57,8 @@ def add_commands(subparsers) -> None:
     m.add_argument("--hq-size", type=int, default=1024, help="HQ side in pixels (default 1024)")
     m.add_argument("--scale", type=float, default=2.0, help="HQ/LQ size ratio (default 2)")
     m.add_argument("--variants", type=int, default=1, help="LQ versions per radiograph (default 1)")
+    m.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                   help="option of a single --method, repeatable (e.g. model=RUN/model.pt for munit and ddpm)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     m.set_defaults(run=run_make_pairs)
@@ -77,8 +79,14 @@ def run_make_pairs(args: argparse.Namespace) -> int:
     if not files:
         raise InputError(f"No radiographs to pair in {str(root)!r}" + (f" for split {args.split!r} of "
                          f"{args.manifest!r}" if args.manifest else "") + ".")
+    options = dict(args.option)
+    if options and args.method == "mix":
+        from dxr_core.errors import OptionError
+
+        raise OptionError("--option applies to a single --method (the mix uses each method's defaults); give "
+                          "--method M, e.g. --method ddpm --option model=RUN/model.pt.")
     recs = make_pairs(files, args.out, method=args.method, hq_size=args.hq_size, scale=args.scale, seed=args.seed,
-                      variants=args.variants, progress=not args.no_progress)
+                      variants=args.variants, progress=not args.no_progress, options=options)
     print(f"{len(recs)} pairs in {args.out}", flush=True)
     return 0
 

@@ -49,9 +49,10 @@ def pair_name(source: Path, variant: int) -> str:
 
 def make_pairs(files: Sequence[str | os.PathLike], out: str | os.PathLike, method: str = "mix", hq_size: int = 1024,
                scale: float = 2.0, seed: int = 0, variants: int = 1, progress: bool = True,
-               methods: Iterable[str] | None = None) -> list[dict]:
+               methods: Iterable[str] | None = None, options: dict | None = None) -> list[dict]:
     """Write ``out/hq/<name>.png`` and ``out/lq/<name>.png`` for each file (``variants`` LQ versions each) and
-    return the records of ``out/pairs.jsonl`` (name, source, method, seed, the sampled chain)."""
+    return the records of ``out/pairs.jsonl`` (name, source, method, seed, the sampled chain). ``options``: the
+    options of a single ``method`` (e.g. ``{"model": "RUN/model.pt"}`` for ``munit`` / ``ddpm``)."""
     from tqdm.auto import tqdm
 
     from dxr_core.degrade.api import METHODS, degrade
@@ -89,8 +90,8 @@ def make_pairs(files: Sequence[str | os.PathLike], out: str | os.PathLike, metho
                 hq = central_square(img, int(hq_size))
             s = image_seed(seed, name)
             m = method if method != "mix" else names[int(np.random.default_rng(s).choice(len(names), p=weights))]
-            options = pool[m][1] if method == "mix" else {}
-            lq, params = degrade(hq, m, seed=s, scale=scale, return_params=True, **options)
+            opts = pool[m][1] if method == "mix" else dict(options or {})
+            lq, params = degrade(hq, m, seed=s, scale=scale, return_params=True, **opts)
             write_radiograph(hq, None, out / "hq" / f"{name}.png")
             write_radiograph(lq, None, out / "lq" / f"{name}.png")
             rec = {"name": name, "source": f.name, "method": m, "seed": s, "hq_size": int(hq_size),
