@@ -28,28 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def flat_mask(ref: np.ndarray, fraction: float = 0.25, size: int = 9) -> np.ndarray:
-    from scipy.ndimage import uniform_filter
-
-    m = uniform_filter(ref, size)
-    sd = np.sqrt(np.maximum(uniform_filter(ref * ref, size) - m * m, 0))
-    return sd <= np.quantile(sd, fraction)
-
-
-def highpass(img: np.ndarray, sigma: float = 2.0) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
-    return img - gaussian_filter(img, sigma)
-
-
 def measures(out: np.ndarray, ref: np.ndarray, flat: np.ndarray) -> dict:
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    from dxr_core.metrics.restoration import restoration_measures
 
-    hp_ref = highpass(ref)[flat].std()
-    return {"psnr": peak_signal_noise_ratio(ref, out, data_range=1.0),
-            "ssim": structural_similarity(ref, out, data_range=1.0),
-            "noise": highpass(out)[flat].std() / max(hp_ref, 1e-8),
-            "invented": float(np.mean(highpass(out - ref)[flat] ** 2))}
+    return restoration_measures(out, ref, flat=flat)
 
 
 def main() -> int:
@@ -83,6 +65,8 @@ def main() -> int:
             lq = lq[r0 // 2:(r0 + w) // 2, c0 // 2:(c0 + w) // 2]
         out = enh.enhance(lq, scale=2, sampler=args.sampler, steps=args.steps, seed=0)
         bic = ((upsample_condition(torch.from_numpy(lq)[None, None] * 2 - 1, hq.shape)[0, 0] + 1) / 2).numpy()
+        from dxr_core.metrics.restoration import flat_mask
+
         flat = flat_mask(hq)
         m, b = measures(out, hq, flat), measures(bic, hq, flat)
         rows.append((m, b))
