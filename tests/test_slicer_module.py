@@ -295,11 +295,16 @@ def test_request_runs_off_the_gui_thread_with_progress(fake, client_cls, monkeyp
     assert w.logic.ctCache.writes == 2 and copies == ["SyntheticCT"] * 2 and not fake.errors
 
 
-def test_cancel_stops_the_request(fake, client_cls):
+def _clicked(fake, button: str):
+    """A widget with a CT selected whose ``button`` was clicked, and the client of the request it started."""
     w = fake.widget()
     w.ui.inputVolumeSelector.userSet(_ct(fake))
-    w.ui.enhanceButton.click()
-    client = _last_client()
+    getattr(w.ui, button).click()
+    return w, _last_client()
+
+
+def test_cancel_stops_the_request(fake, client_cls):
+    w, client = _clicked(fake, "enhanceButton")
     assert client.started.wait(10)
     n_nodes = fake.scene.GetNumberOfNodes()
     w.ui.cancelButton.click()
@@ -314,10 +319,7 @@ def test_cancel_stops_the_request(fake, client_cls):
 def test_refused_request_shows_the_servers_sentence(fake, client_cls):
     from DiffusionXRayLib import ServerError
 
-    w = fake.widget()
-    w.ui.inputVolumeSelector.userSet(_ct(fake))
-    w.ui.drrButton.click()
-    client = _last_client()
+    w, client = _clicked(fake, "drrButton")
     client.fail = ServerError(422, "Parameter 'kvp' must be between 40 and 150; got 500.", task="drr")
     client.release.set()
     fake.poll_until(w, lambda: not w.pollTimer.isActive())
@@ -326,10 +328,7 @@ def test_refused_request_shows_the_servers_sentence(fake, client_cls):
 
 
 def test_scene_close_cancels_the_request_and_resets(fake, client_cls):
-    w = fake.widget()
-    w.ui.inputVolumeSelector.userSet(_ct(fake))
-    w.ui.drrButton.click()
-    client = _last_client()
+    w, client = _clicked(fake, "drrButton")
     assert client.started.wait(10)
     fake.scene.Clear(0)  # File > Close scene: StartCloseEvent, EndCloseEvent
     assert client.aborted.is_set()
