@@ -24,7 +24,7 @@ def add_commands(subparsers) -> None:
     from dxr_core.degrade.api import METHODS
 
     p = subparsers.add_parser(
-        "degrade", help="make low-quality (LQ) radiographs: bicubic, area, high_order, acquisition",
+        "degrade", help=f"make low-quality (LQ) radiographs: {', '.join(METHODS)}",
         description="Degrade radiographs (PNG/JPEG/DICOM/NRRD) to LQ images at 1/scale size, written as 16-bit PNG "
                     "plus a JSON sidecar (method, seed, options, the sampled chain). Outputs already written are "
                     "skipped, so an interrupted run resumes. See docs/degrade.md.")
