@@ -88,7 +88,7 @@ class DiffusionXRayParameterNode:
     preset: Annotated[str, Choice(list(PRESETS))] = PRESETS[0]
     view: Annotated[str, Choice(list(VIEWS))] = "pa"
     size: Annotated[int, WithinRange(16, 4096)] = 512
-    kvp: Annotated[float, WithinRange(40.0, 150.0)] = PRESET_KVP[PRESETS[0]]
+    kvp: Annotated[float, WithinRange(20.0, 150.0)] = PRESET_KVP[PRESETS[0]]  # = dxr_core.params.KVP_RANGE
     nodules: Annotated[int, WithinRange(0, 20)] = 0
     seed: Annotated[int, WithinRange(0, 2 ** 31 - 1)] = 0
     nodulePoints: vtkMRMLMarkupsFiducialNode

@@ -596,6 +596,10 @@ def test_defaults_follow_the_library(fake):
     assert mod.PRESETS[0] == DEFAULT_PRESET and set(mod.PRESETS) == set(PRESETS) | {"none"}
     assert all(mod.PRESET_KVP[k] == PRESETS[k].kvp for k in PRESETS) and mod.PRESET_KVP["none"] == 120.0
     assert mod.DEFAULT_STEPS == DEFAULT_STEPS
+    from dxr_core.params import KVP_RANGE
+
+    w = fake.widget()
+    assert (w.ui.kvpSpin.minimum, w.ui.kvpSpin.maximum) == KVP_RANGE
     req = mod.DiffusionXRayLogic.parameters("drr")
     assert req["preset"] == DEFAULT_PRESET and "kvp" not in req
     assert mod.DiffusionXRayLogic.parameters("drr_enhance", kvp=110)["kvp"] == 110.0
