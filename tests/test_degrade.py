@@ -107,9 +107,13 @@ def test_acquisition_blurs_craniocaudal_more_and_is_seeded():
 
 
 def test_interface_errors(hq):
-    for m in ("munit", "ddpm"):
-        with pytest.raises(ModelError, match="not shipped yet"):
-            degrade(hq, m)
+    from dxr_core.degrade.learned import shipped_ddpm_lq_model
+
+    with pytest.raises(ModelError, match="not shipped yet"):
+        degrade(hq, "munit")
+    assert shipped_ddpm_lq_model() is not None  # DDPM-LQ is shipped (with its model card)
+    with pytest.raises(ModelError, match="not a DDPM-LQ model"):
+        degrade(hq, "ddpm", model=str(ROOT / "dxr_core" / "weights" / "ddpm_hq_pu_small.pt"))
     with pytest.raises(OptionError, match="Unknown degradation method"):
         degrade(hq, "gan")
     with pytest.raises(OptionError, match="no option"):
@@ -188,3 +192,17 @@ def test_lq_synthesis_gap_rows(unpaired_domains):
     assert rows["blur"]["spectrum"] < rows["bicubic"]["spectrum"]
     assert rows["blur"]["ssim_to_source"] < rows["bicubic"]["ssim_to_source"]
     assert "| blur |" in format_lq_table(res)
+
+
+def test_shipped_ddpm_lq_makes_a_seeded_lq_version(hq):
+    """`--method ddpm` works offline with the shipped model: seeded, on the LQ grid, keeps the anatomy."""
+    from dxr_core.metrics import ssim
+    from dxr_core.metrics.domain import prepare
+
+    x = prepare(hq, 128)
+    a, params = degrade(x, "ddpm", seed=1, return_params=True)
+    assert a.shape == (64, 64) and params["model_stage"] == 2 and params["content_scale"] == 8
+    assert np.array_equal(a, degrade(x, "ddpm", seed=1))
+    assert not np.array_equal(a, degrade(x, "ddpm", seed=2))
+    assert ssim(a, prepare(x, 64)) > 0.6
+

@@ -40,11 +40,21 @@ def munit(image, out_shape, rng, *, model: str | None = None, style_from: str | 
                  else f"N(0, I) seed {seed}", "model_iteration": tr.meta.get("iteration")}
 
 
+def shipped_ddpm_lq_model() -> Path | None:
+    """The shipped DDPM-LQ model (``dxr_core/weights/ddpm_lq_*.pt`` that has its ``.md`` model card), or None."""
+    weights = Path(__file__).resolve().parent.parent / "weights"
+    found = sorted(p for p in weights.glob("ddpm_lq_*.pt") if p.with_suffix(".md").is_file())
+    return found[0] if found else None
+
+
 def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sampler: str = "ddim"):
     """DDPM-LQ stage 2 (:mod:`dxr_core.engines.ddpm_lq`): the image's content (area-averaged by the model's
     ``content_scale`` on its ``image_size`` grid) is the condition; the diffusion model draws the DRR's fine
     structure around it (``steps`` network evaluations of ``sampler``, seeded by ``degrade``'s seed). The result
-    is resized (area) to the LQ shape. ``model``: a ``RUN/model.pt`` written by ``dxr train ddpm-lq --stage 2``."""
+    is resized (area) to the LQ shape. ``model``: a ``RUN/model.pt`` written by ``dxr train ddpm-lq --stage 2``
+    (default: the shipped model)."""
+    if model is None:
+        model = shipped_ddpm_lq_model()
     if model is None:
         raise ModelError("The DDPM-LQ degradation model is not shipped yet; train one with `dxr train ddpm-lq "
                          "--stage 1` then `--stage 2` and pass --option model=RUN/model.pt, or use --method "
