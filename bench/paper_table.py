@@ -106,7 +106,10 @@ def main(argv=None) -> int:
         bic_rows = rows["bicubic"]
         for name, rs in rows.items():
             mean = {k: float(np.mean([r[k] for r in rs])) for k in KEYS}
-            wins = "-" if name == "bicubic" else f"{sum(1 for r, b in zip(rs, bic_rows) if r['psnr'] >= b['psnr'] + 0.5 and r['ssim'] >= b['ssim'])}/{len(rs)}"  # noqa: E501
+            wins = "-"
+            if name != "bicubic":
+                won = sum(1 for r, b in zip(rs, bic_rows) if r["psnr"] >= b["psnr"] + 0.5 and r["ssim"] >= b["ssim"])
+                wins = f"{won}/{len(rs)}"
             print(f"| {name} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | {mean['ms_ssim']:.4f} | "
                   f"{mean['psnr_lung']:.2f} | {mean['ssim_lung']:.4f} | {mean['ms_ssim_lung']:.4f} | "
                   f"{mean['noise']:.2f}x | {mean['invented']:.2e} | {wins} |")

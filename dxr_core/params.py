@@ -231,13 +231,6 @@ class DRRParams:
         return jsonable(d)
 
 
-def make_physics(p: DRRParams):
-    """The :class:`dxr_core.drr.Physics` of a request."""
-    from dxr_core.drr.physics import physics_from_options
-
-    return physics_from_options(p.mode, p.kvp, p.dose or None, p.energy_kev)
-
-
 def _names(value: Any, key: str, allowed: Sequence[str]) -> list | None:
     """One name, a comma list or a JSON list -> validated list (None: all allowed, the default)."""
     if value is None:

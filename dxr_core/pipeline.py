@@ -18,7 +18,7 @@ import numpy as np
 
 from dxr_core.errors import OptionError
 from dxr_core.io.radiograph import jsonable
-from dxr_core.params import DRRParams, make_physics
+from dxr_core.params import DRRParams
 
 
 def make_nodules(volume, p: DRRParams, geometry=None) -> list:
@@ -58,9 +58,9 @@ def make_nodules(volume, p: DRRParams, geometry=None) -> list:
 
 def cleanup_steps(p: DRRParams) -> str:
     """The clean-up steps of a request: ``p.cleanup``, else all four with a preset and none without."""
-    if p.cleanup is not None:
-        return p.cleanup
-    return "table,fov,taper,contrast" if p.preset else "none"
+    from dxr_core.drr.cleanup import default_steps
+
+    return default_steps(p.cleanup, p.preset)
 
 
 def cleaned_ct(volume, p: DRRParams):
@@ -69,11 +69,12 @@ def cleaned_ct(volume, p: DRRParams):
     images of one CT (``render(..., cleaned=...)``)."""
     from dxr_core.drr.cleanup import cleanup_ct, parse_steps
 
-    if not parse_steps(cleanup_steps(p)).any:
+    options = parse_steps(cleanup_steps(p))
+    if not options.any:
         return volume, None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a contrast warning is in the report (and the sidecar)
-        return cleanup_ct(volume, cleanup_steps(p))
+        return cleanup_ct(volume, options)
 
 
 def geometry_of(volume, p: DRRParams):
@@ -92,7 +93,9 @@ def geometry_of(volume, p: DRRParams):
 
 
 def physics_of(p: DRRParams, option_names: str | None = None):
-    """:class:`Physics` of a request: the preset's beam (filtration incl. Cu) or the plain one, at ``p.kvp``."""
+    """:class:`Physics` of a request: the preset's beam (filtration incl. Cu) or the plain one, at ``p.kvp``.
+    ``option_names``: how the caller spells the options an error asks to check."""
+    names = option_names or "mode, kvp, energy_kev and dose"
     if p.preset:
         from dxr_core.drr.presets import preset_physics
 
@@ -100,13 +103,10 @@ def physics_of(p: DRRParams, option_names: str | None = None):
             return preset_physics(p.preset, mode=p.mode, kvp=p.kvp, photons_per_pixel=p.dose or None,
                                   energy_kev=p.energy_kev)
         except (TypeError, ValueError) as err:
-            raise OptionError(f"Invalid physics settings ({err}); check {option_names or 'mode, kvp, energy_kev'} "
-                              "and dose.") from None
-    if option_names:
-        from dxr_core.drr.physics import physics_from_options
+            raise OptionError(f"Invalid physics settings ({err}); check {names}.") from None
+    from dxr_core.drr.physics import physics_from_options
 
-        return physics_from_options(p.mode, p.kvp, p.dose or None, p.energy_kev, option_names=option_names)
-    return make_physics(p)
+    return physics_from_options(p.mode, p.kvp, p.dose or None, p.energy_kev, option_names=names)
 
 
 def acquisition_of(p: DRRParams):

@@ -1,6 +1,7 @@
 """Learned degradations: MUNIT-LQ (a shipped or given model) and DDPM-LQ (a given stage-2 model)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from dxr_core.errors import ModelError
@@ -42,9 +43,17 @@ def munit(image, out_shape, rng, *, model: str | None = None, style_from: str | 
 
 def shipped_ddpm_lq_model() -> Path | None:
     """The shipped DDPM-LQ model (``dxr_core/weights/ddpm_lq_*.pt`` that has its ``.md`` model card), or None."""
-    weights = Path(__file__).resolve().parent.parent / "weights"
-    found = sorted(p for p in weights.glob("ddpm_lq_*.pt") if p.with_suffix(".md").is_file())
-    return found[0] if found else None
+    from dxr_core.weights import shipped
+
+    return shipped("ddpm_lq_")
+
+
+@functools.lru_cache(maxsize=4)
+def _load_ddpm_lq(path: str, mtime_ns: int):
+    """One load per model file (and version): ``make-pairs`` calls the method once per image."""
+    from dxr_core.diffusion.enhancer import Enhancer
+
+    return Enhancer.from_checkpoint(path)
 
 
 def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sampler: str = "ddim"):
@@ -60,9 +69,9 @@ def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sa
                          "--stage 1` then `--stage 2` and pass --option model=RUN/model.pt, or use --method "
                          "high_order or --method acquisition.")
     from dxr_core.degrade.resize import resize_torch
-    from dxr_core.diffusion.enhancer import Enhancer
 
-    enh = Enhancer.from_checkpoint(Path(model).expanduser())
+    path = Path(model).expanduser()  # a missing file: Enhancer.from_checkpoint says so
+    enh = _load_ddpm_lq(str(path), path.stat().st_mtime_ns if path.exists() else 0)
     info = enh.meta.get("ddpm_lq")
     if not info:
         raise ModelError(f"{model} is not a DDPM-LQ model (no 'ddpm_lq' record); give RUN/model.pt of "

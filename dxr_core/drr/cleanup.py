@@ -110,6 +110,13 @@ class CleanupOptions:
         return d
 
 
+def default_steps(cleanup: str | None, preset: str | None) -> str:
+    """The clean-up of a render: the steps asked for, else all four with a clinical preset and none without."""
+    if cleanup is not None:
+        return cleanup
+    return ",".join(STEPS) if preset else "none"
+
+
 def parse_steps(text: str | None) -> CleanupOptions:
     """``"table,fov,taper,contrast"`` / ``"all"`` / ``"none"`` -> :class:`CleanupOptions`."""
     words = [w.strip().lower() for w in str(text or "").split(",") if w.strip()]

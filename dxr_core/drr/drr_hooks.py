@@ -40,12 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def options(args):
     """:class:`CleanupOptions` of the parsed arguments (``--preset`` without ``--cleanup`` means all)."""
-    from dxr_core.drr.cleanup import parse_steps
+    from dxr_core.drr.cleanup import default_steps, parse_steps
 
-    text = getattr(args, "cleanup", None)
-    if text is None:
-        text = "all" if getattr(args, "preset", None) else "none"
-    return parse_steps(text)
+    return parse_steps(default_steps(getattr(args, "cleanup", None), getattr(args, "preset", None)))
 
 
 def settings(args) -> dict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -143,8 +145,6 @@ def write_ct_series(volume: Volume, out_dir: str | os.PathLike, tags: Mapping[st
     date, time = _now()
     target = out
     if replace_folder:
-        import tempfile
-
         out.parent.mkdir(parents=True, exist_ok=True)
         out = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
         os.chmod(out, 0o755)  # mkdtemp makes it private; a series folder is an ordinary folder
@@ -208,8 +208,6 @@ def write_ct_series(volume: Volume, out_dir: str | os.PathLike, tags: Mapping[st
             ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
             _save(ds, out / names[k])
         if replace_folder:
-            import shutil
-
             old = None
             if target.exists():
                 old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -219,8 +217,6 @@ def write_ct_series(volume: Volume, out_dir: str | os.PathLike, tags: Mapping[st
                 shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         if replace_folder:
-            import shutil
-
             shutil.rmtree(out, ignore_errors=True)
         raise
     return [target / n for n in names]

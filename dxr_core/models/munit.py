@@ -437,11 +437,9 @@ class MunitTranslator:
 
 def shipped_model():
     """The shipped MUNIT-LQ model (``dxr_core/weights/munit_lq_*.pt`` that has its ``.md`` model card), or None."""
-    from pathlib import Path
+    from dxr_core.weights import shipped
 
-    weights = Path(__file__).resolve().parent.parent / "weights"
-    found = sorted(p for p in weights.glob("munit_lq_*.pt") if p.with_suffix(".md").is_file())
-    return found[0] if found else None
+    return shipped("munit_lq_")
 
 
 _CACHE: dict = {}
