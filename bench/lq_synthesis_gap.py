@@ -1,11 +1,13 @@
 """How DRR-like is each LQ synthesis? Held-out real radiographs made LQ by bicubic / high_order / MUNIT-LQ / DDPM-LQ,
 compared with real DRRs of a held-out CT (the paper's Figure 3 and the LQ-synthesis issue's table, ours).
 
-    .venv/bin/python bench/lq_synthesis_gap.py --hq CXR_DIR --manifest split.csv --split val,test \
-        --drr DRR_DIR [--munit RUN/model.pt] [--ddpm RUN2/model.pt] [--out /tmp/lqgap] [--png docs/lq_synthesis.png]
+    .venv/bin/python bench/lq_synthesis_gap.py --hq CXR_DIR --manifest split.csv [--hq DIR2 --manifest m2.csv] \
+        --split val,test --drr DRR_DIR [--drr DRR_DIR2] [--munit RUN/model.pt] [--ddpm RUN2/model.pt] \
+        [--out /tmp/lqgap] [--png docs/lq_synthesis.png]
 
-``--manifest``: the patient-level split of ``dxr_core.data.radiographs.patient_split`` (never a training patient).
-``--drr``: DRRs of CTs no LQ model was trained on (e.g. `dxr drr` of a held-out CT with varied pose and kVp).
+``--manifest``: the patient-level split of ``dxr_core.data.radiographs.patient_split`` (never a training patient);
+one per ``--hq`` folder, in the same order. ``--drr``: DRRs of CTs no LQ model was trained on (e.g. `dxr dataset
+--enhance off` of held-out CTs with varied pose and kVp), one or more folders.
 Every HQ image is put on a 256² grid and made LQ at 128² (seed = index); the DRRs on the same 128² grid. Per set
 (``dxr_core.degrade.evaluate``): power-spectrum distance, regional histogram distance and classifier two-sample
 test accuracy to the DRRs (50 % = indistinguishable), and SSIM to the HQ source (the content kept). Prints the
@@ -27,10 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hq", required=True, help="folder of real radiographs")
-    ap.add_argument("--manifest", required=True, help="patient-level split CSV (file, patient_id, split)")
+    ap.add_argument("--hq", required=True, action="append", help="folder of real radiographs (repeatable)")
+    ap.add_argument("--manifest", required=True, action="append",
+                    help="patient-level split CSV (file, patient_id, split), one per --hq")
     ap.add_argument("--split", default="val,test", help="held-out splits to use (default val,test)")
-    ap.add_argument("--drr", required=True, help="folder of real DRRs of held-out CTs")
+    ap.add_argument("--drr", required=True, action="append", help="folder of real DRRs of held-out CTs (repeatable)")
     ap.add_argument("--drr-crop", type=float, default=1.0, metavar="F",
                     help="keep the central F of each DRR's side (0.75 drops the black surround of a CT's field of "
                          "view, framing the DRR like a radiograph; default 1: as rendered)")
@@ -49,9 +52,13 @@ def main(argv=None) -> int:
     from dxr_core.degrade.evaluate import evaluate_lq_methods, format_lq_table
 
     t0 = time.perf_counter()
-    ds = RadiographFolder(args.hq, manifest=args.manifest, split=args.split.split(","))
-    hq = [ds.load(i) for i in range(len(ds))]
-    refs = [central(load_radiograph(f)[0], args.drr_crop) for f in list_radiographs(args.drr)]
+    if len(args.hq) != len(args.manifest):
+        raise SystemExit("give one --manifest per --hq folder")
+    hq = []
+    for folder, manifest in zip(args.hq, args.manifest):
+        ds = RadiographFolder(folder, manifest=manifest, split=args.split.split(","))
+        hq += [ds.load(i) for i in range(len(ds))]
+    refs = [central(load_radiograph(f)[0], args.drr_crop) for d in args.drr for f in list_radiographs(d)]
     methods: dict = {"bicubic": ("bicubic", {}), "high_order": ("high_order", {})}
     if args.munit:
         methods["munit"] = ("munit", {"model": args.munit})
@@ -67,8 +74,8 @@ def main(argv=None) -> int:
             if name in rows:
                 b, r = rows["bicubic"], rows[name]
                 print(f"{name} vs bicubic: spectrum {b['spectrum'] / max(r['spectrum'], 1e-9):.2f}x closer, "
-                      f"C2ST accuracy {r['c2st_accuracy']} vs {b['c2st_accuracy']}, SSIM to source "
-                      f"{r['ssim_to_source']:.3f}")
+                      f"C2ST accuracy {r['c2st_accuracy']:.2f} vs {b['c2st_accuracy']:.2f}, SSIM to source "
+                      f"{r['ssim_to_source']:.3f} (same tone {r['ssim_same_tone']:.3f})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "lq_synthesis_gap.json").write_text(json.dumps(res, indent=2))

@@ -60,7 +60,7 @@ def _threads() -> None:
 @pytest.fixture(scope="session")
 def unpaired_domains(tmp_path_factory) -> tuple[Path, Path]:
     """HQ: the 8 committed real radiographs (tests/data/real_cxr_sample, 64 px). LQ: blurred, mirrored copies of
-    them (a DRR-like look; unpaired in practice). For the LQ-synthesis trainings (MUNIT-LQ, DDPM-LQ)."""
+    them in another tone (a DRR-like look; unpaired in practice). For the LQ-synthesis trainings (MUNIT-LQ, DDPM-LQ)."""
     import numpy as np
     from scipy.ndimage import gaussian_filter
 
@@ -72,6 +72,7 @@ def unpaired_domains(tmp_path_factory) -> tuple[Path, Path]:
     for f in list_radiographs(ROOT / "tests" / "data" / "real_cxr_sample"):
         img = resize_radiograph(load_radiograph(f)[0], 64)
         write_image(img, hq / f"{f.stem}.png")
-        write_image(np.clip(gaussian_filter(img[:, ::-1], 2.0), 0, 1), lq / f"{f.stem}.png")
+        # another tone as well (a DRR's processing curve differs from a radiograph's): brighter, lower contrast
+        write_image(np.clip(0.25 + 0.6 * gaussian_filter(img[:, ::-1], 2.0) ** 1.5, 0, 1), lq / f"{f.stem}.png")
     return hq, lq
 

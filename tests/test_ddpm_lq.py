@@ -57,17 +57,45 @@ def test_degrade_ddpm_gives_the_lq_version_of_an_hq_image(domains, stages):
     s1, s2 = stages
     hq = [load_radiograph(f)[0] for f in list_radiographs(hq_dir)]
     lq = [load_radiograph(f)[0] for f in list_radiographs(lq_dir)]
-    out = [degrade(x, "ddpm", seed=i, scale=1, model=str(s2 / "model.pt")) for i, x in enumerate(hq)]
-    again = degrade(hq[0], "ddpm", seed=0, scale=1, model=str(s2 / "model.pt"))
+    # the tone (grey-level mapping) is left out here: this is about the content condition (tone: the next test)
+    out = [degrade(x, "ddpm", seed=i, scale=1, model=str(s2 / "model.pt"), tone=False) for i, x in enumerate(hq)]
+    again = degrade(hq[0], "ddpm", seed=0, scale=1, model=str(s2 / "model.pt"), tone=False)
     assert np.array_equal(again, out[0])  # seeded
     assert out[0].shape == hq[0].shape and out[0].dtype == np.float32
-    base = [degrade(x, "ddpm", seed=i, scale=1, model=str(s1 / "model.pt")) for i, x in enumerate(hq)]
+    base = [degrade(x, "ddpm", seed=i, scale=1, model=str(s1 / "model.pt"), tone=False) for i, x in enumerate(hq)]
     d2 = spectrum_distance(out, lq, size=64)["distance"]
     d1 = spectrum_distance(base, lq, size=64)["distance"]
     assert d2 < d1, (d2, d1)
     assert np.mean([ssim(o, x) for o, x in zip(out, hq)]) > 0.5
     img, params = degrade(hq[0], "ddpm", seed=3, model=str(s2 / "model.pt"), return_params=True)
     assert img.shape == (32, 32) and params["content_scale"] == 4 and params["model_stage"] == 2
+    assert params["tone"].startswith("training DRR")
+
+
+def test_stage2_carries_the_lq_tone(domains, stages):
+    """Stage 2 stores one quantile function per training DRR; `tone` maps an HQ image's grey levels onto one
+    of them, bringing its histogram to the LQ domain's (what the content condition alone cannot)."""
+    from dxr_core.degrade import degrade
+    from dxr_core.diffusion import load_enhancer
+    from dxr_core.metrics.domain import histogram_distance
+
+    hq_dir, lq_dir = domains
+    _, s2 = stages
+    lq = [load_radiograph(f)[0] for f in list_radiographs(lq_dir)]
+    tone = load_enhancer(s2).meta["ddpm_lq"]["tone"]
+    assert len(tone) == len(lq) and all(len(t) == 65 and t == sorted(t) for t in tone)
+    hq = [load_radiograph(f)[0] for f in list_radiographs(hq_dir)]
+    model = str(s2 / "model.pt")
+    toned = [degrade(x, "ddpm", seed=i, scale=1, model=model) for i, x in enumerate(hq)]
+    plain = [degrade(x, "ddpm", seed=i, scale=1, model=model, tone=False) for i, x in enumerate(hq)]
+    d_toned = histogram_distance(lq, toned, size=64)["distance"]
+    d_plain = histogram_distance(lq, plain, size=64)["distance"]
+    assert d_toned < 0.7 * d_plain, (d_toned, d_plain)
+    # the anatomy is kept under the new tone: SSIM to the source given the same tone
+    from dxr_core.degrade.tone import match_tone, tone_quantiles
+    from dxr_core.metrics import ssim
+
+    assert np.mean([ssim(o, match_tone(x, tone_quantiles(o))) for o, x in zip(toned, hq)]) > 0.5
 
 
 def test_options_and_cli(domains, stages, tmp_path):

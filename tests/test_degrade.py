@@ -185,9 +185,12 @@ def test_lq_synthesis_gap_rows(unpaired_domains):
     hq = [load_radiograph(f)[0] for f in list_radiographs(hq_dir)]
     refs = [load_radiograph(f)[0] for f in list_radiographs(lq_dir)]
     res = evaluate_lq_methods(hq, refs, {"bicubic": ("bicubic", {}),
-                                         "blur": lambda x, i: gaussian_filter(x[::2, ::2], 1.0)}, grid=64)
+                                         "blur": lambda x, i: gaussian_filter(x[::2, ::2], 1.0),
+                                         "retone": lambda x, i: degrade(x, "area") ** 2.5}, grid=64)
     rows = res["rows"]
-    assert set(rows) == {SOURCE_ROW, "bicubic", "blur"} and res["lq_grid"] == 32
+    assert set(rows) == {SOURCE_ROW, "bicubic", "blur", "retone"} and res["lq_grid"] == 32
+    # another grey-level curve costs plain SSIM, not the same-tone SSIM (the anatomy is all there)
+    assert rows["retone"]["ssim_to_source"] < 0.9 < rows["retone"]["ssim_same_tone"]
     assert rows[SOURCE_ROW]["ssim_to_source"] == pytest.approx(1.0)
     assert rows["blur"]["spectrum"] < rows["bicubic"]["spectrum"]
     assert rows["blur"]["ssim_to_source"] < rows["bicubic"]["ssim_to_source"]
@@ -206,3 +209,21 @@ def test_shipped_ddpm_lq_makes_a_seeded_lq_version(hq):
     assert not np.array_equal(a, degrade(x, "ddpm", seed=2))
     assert ssim(a, prepare(x, 64)) > 0.6
 
+
+
+def test_match_tone_imposes_a_quantile_function_and_keeps_order():
+    from dxr_core.degrade.tone import TONE_LEVELS, match_tone, tone_quantiles
+    from dxr_core.errors import InputError
+
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 64)).astype(np.float32) ** 2  # dark-heavy
+    target = tone_quantiles(rng.random((64, 64)) * 0.5 + 0.4)  # a brighter, narrower tone
+    out = match_tone(img, target)
+    assert out.shape == img.shape and out.dtype == np.float32
+    assert np.abs(tone_quantiles(out)[4:-4] - target[4:-4]).max() < 0.02
+    flat_in, flat_out = img.ravel(), out.ravel()
+    order = np.argsort(flat_in)
+    assert np.all(np.diff(flat_out[order]) >= -1e-6)  # monotone: the anatomy's order of brightness is kept
+    assert np.allclose(match_tone(img, tone_quantiles(img)), img, atol=0.02)  # its own tone: unchanged
+    with pytest.raises(InputError, match="quantiles"):
+        match_tone(img, TONE_LEVELS[:10])

@@ -162,6 +162,14 @@ def test_find_ct_inputs(tmp_path):
     assert found == [tmp_path / "a" / "series1", tmp_path / "b.nii.gz"]
 
 
+def test_find_ct_inputs_follows_symlinked_series(tmp_path):
+    write_ct_series(make_volume(nz=8), tmp_path / "store" / "series1")
+    (tmp_path / "cts").mkdir()
+    (tmp_path / "cts" / "patient1").symlink_to(tmp_path / "store" / "series1")
+    (tmp_path / "cts" / "loop").symlink_to(tmp_path / "cts")  # a cycle must not hang or repeat
+    assert find_ct_inputs(tmp_path / "cts") == [tmp_path / "cts" / "patient1"]
+
+
 # ------------------------------------------------------------------------------------------------- bad inputs
 def _err(path) -> str:
     with pytest.raises(InputError) as ei:

@@ -4,7 +4,9 @@ Every HQ image is put on a ``grid`` x ``grid`` square (:func:`dxr_core.metrics.d
 size by each method (``degrade``, seed ``seed + i``); the DRR references are put on the same LQ grid. Per set:
 spectrum distance, histogram distance and classifier two-sample test accuracy against the DRRs
 (:func:`dxr_core.metrics.domain.domain_gap`), and the mean SSIM of each LQ image to its HQ source on the LQ grid
-(area averaging): the content that is kept.
+(area averaging): the content that is kept. A method that changes the tone (the grey-level curve, as DDPM-LQ's
+tone stage does) loses SSIM for that alone, so a second SSIM compares with the source given the LQ image's own
+tone (:func:`dxr_core.degrade.tone.match_tone`, a monotone grey-level map): the anatomy that is kept.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ def evaluate_lq_methods(hq_images: list[np.ndarray], drr_refs: list[np.ndarray],
     """``methods``: row name -> (degrade method, its options), e.g. ``{"ddpm": ("ddpm", {"model": path})}``, or
     a function ``f(hq_on_grid, i) -> lq`` (e.g. a translator held in memory)."""
     from dxr_core.degrade import degrade
+    from dxr_core.degrade.tone import match_tone, tone_quantiles
     from dxr_core.metrics import ssim
     from dxr_core.metrics.domain import domain_gap, prepare
 
@@ -44,7 +47,9 @@ def evaluate_lq_methods(hq_images: list[np.ndarray], drr_refs: list[np.ndarray],
                       "histogram": g["histogram"]["distance"],
                       "c2st_accuracy": g["c2st"]["accuracy"] if g["c2st"] else None,
                       "c2st_p": g["c2st"]["p_value"] if g["c2st"] else None,
-                      "ssim_to_source": float(np.mean([ssim(a, b) for a, b in zip(imgs, src)]))}
+                      "ssim_to_source": float(np.mean([ssim(a, b) for a, b in zip(imgs, src)])),
+                      "ssim_same_tone": float(np.mean([ssim(a, match_tone(b, tone_quantiles(a)))
+                                                       for a, b in zip(imgs, src)]))}
     return {"n_hq": len(hq), "n_drr": len(refs), "lq_grid": lq_grid, "rows": rows}
 
 
@@ -52,10 +57,10 @@ def format_lq_table(res: dict, title: str = "") -> str:
     lines = [f"{res['n_hq']} held-out HQ radiographs vs {res['n_drr']} real DRRs, LQ grid {res['lq_grid']} px"
              + (f" ({title})" if title else ""),
              "| LQ set | spectrum distance | high-freq (set - DRR) | histogram W1 | C2ST accuracy "
-             "| SSIM to HQ source |",
-             "|---|---|---|---|---|---|"]
+             "| SSIM to HQ source | same tone |",
+             "|---|---|---|---|---|---|---|"]
     for name, r in res["rows"].items():
         acc = "-" if r["c2st_accuracy"] is None else f"{r['c2st_accuracy']:.2f}"
         lines.append(f"| {name} | {r['spectrum']:.3f} | {r['high_freq']:+.3f} | {r['histogram']:.3f} | {acc} | "
-                     f"{r['ssim_to_source']:.3f} |")
+                     f"{r['ssim_to_source']:.3f} | {r['ssim_same_tone']:.3f} |")
     return "\n".join(lines)

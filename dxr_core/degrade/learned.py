@@ -4,7 +4,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from dxr_core.errors import ModelError
+import numpy as np
+
+from dxr_core.errors import ModelError, OptionError
 
 
 def shipped_munit_model() -> Path | None:
@@ -56,12 +58,15 @@ def _load_ddpm_lq(path: str, mtime_ns: int):
     return Enhancer.from_checkpoint(path)
 
 
-def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sampler: str = "ddim"):
+def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sampler: str = "ddim",
+         tone: bool = True):
     """DDPM-LQ stage 2 (:mod:`dxr_core.engines.ddpm_lq`): the image's content (area-averaged by the model's
     ``content_scale`` on its ``image_size`` grid) is the condition; the diffusion model draws the DRR's fine
     structure around it (``steps`` network evaluations of ``sampler``, seeded by ``degrade``'s seed). The result
     is resized (area) to the LQ shape. ``model``: a ``RUN/model.pt`` written by ``dxr train ddpm-lq --stage 2``
-    (default: the shipped model)."""
+    (default: the shipped model). ``tone``: first map the image's grey levels onto the tone of one training DRR
+    drawn with the seed (:mod:`dxr_core.degrade.tone`; models that store the LQ domain's tone), so the result
+    has a DRR's grey levels as well as its fine structure; ``tone=False`` keeps the input's."""
     if model is None:
         model = shipped_ddpm_lq_model()
     if model is None:
@@ -77,6 +82,13 @@ def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sa
         raise ModelError(f"{model} is not a DDPM-LQ model (no 'ddpm_lq' record); give RUN/model.pt of "
                          "`dxr train ddpm-lq --stage 2`.")
     k, size = int(info["content_scale"]), int(info["image_size"])
+    tones = info.get("tone") or []
+    tone_index = None
+    if _flag(tone) and tones:
+        from dxr_core.degrade.tone import match_tone
+
+        tone_index = int(rng.integers(len(tones)))
+        image = match_tone(image, np.asarray(tones[tone_index]))
     h, w = image.shape
     # the model's grid: the short side at image_size, both sides multiples of the content scale
     f = size / min(h, w)
@@ -88,4 +100,14 @@ def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sa
                       out_size=grid)
     return resize_torch(out, tuple(out_shape), "area"), {
         "model": str(model), "model_stage": int(info.get("stage", 0)), "content_scale": k, "image_size": size,
-        "model_iteration": enh.meta.get("iteration"), "sampler": sampler, "steps": int(steps), "seed_drawn": seed}
+        "model_iteration": enh.meta.get("iteration"), "sampler": sampler, "steps": int(steps), "seed_drawn": seed,
+        "tone": "as given" if tone_index is None else f"training DRR {tone_index} of {len(tones)}"}
+
+
+def _flag(value) -> bool:
+    """A boolean option that may come from the command line (``--option tone=false``)."""
+    if isinstance(value, str):
+        if value.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise OptionError(f"tone={value!r}: give true or false.")
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

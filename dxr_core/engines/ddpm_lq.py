@@ -25,7 +25,7 @@ import numpy as np
 
 from dxr_core.errors import InputError, OptionError
 
-__all__ = ["LQTrainConfig", "prepare_lq_images", "train_ddpm_lq"]
+__all__ = ["LQTrainConfig", "prepare_lq_images", "domain_tone", "train_ddpm_lq"]
 
 
 @dataclass
@@ -81,6 +81,15 @@ def prepare_lq_images(lq_dir: str | Path, out_dir: str | Path, image_size: int, 
     return out
 
 
+def domain_tone(folder: str | Path) -> list[list[float]]:
+    """The tone of the LQ domain (:mod:`dxr_core.degrade.tone`): one quantile function per prepared DRR, rounded
+    to 1e-4 (they go into the model's metadata; ``degrade --method ddpm`` draws one per image)."""
+    from dxr_core.data.pairs import list_images, read_image
+    from dxr_core.degrade.tone import tone_quantiles
+
+    return [[round(float(v), 4) for v in tone_quantiles(read_image(f))] for f in list_images(folder)]
+
+
 def train_ddpm_lq(cfg: LQTrainConfig) -> dict:
     """Train (or resume) stage ``cfg.stage`` in ``cfg.out``; returns the DDPM-HQ engine's summary. The model
     (``RUN/model.pt``) records ``meta["ddpm_lq"]`` = stage, image size and content scale."""
@@ -94,7 +103,7 @@ def train_ddpm_lq(cfg: LQTrainConfig) -> dict:
                      condition="none" if cfg.stage == 1 else "lq",
                      extra_meta={"ddpm_lq": {"stage": cfg.stage, "image_size": cfg.image_size,
                                              "content_scale": cfg.content_scale, "lq": str(cfg.lq),
-                                             "init": cfg.init}},
+                                             "init": cfg.init, "tone": domain_tone(pairs / "hq")}},
                      **opts)
     summary = train_ddpm_hq(tc)
     summary["ddpm_lq"] = asdict(cfg)

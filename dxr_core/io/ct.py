@@ -101,8 +101,14 @@ def find_ct_inputs(root: str | os.PathLike, exclude: Iterable[str | os.PathLike]
                          "the CT series and volume files.")
     excl = {Path(e).expanduser().resolve() for e in exclude}
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[Path] = set()
+    # followlinks: a folder of symlinks to series kept elsewhere is a common layout; `seen` stops link cycles
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         d = Path(dirpath)
+        if d.resolve() in seen:
+            dirnames[:] = []
+            continue
+        seen.add(d.resolve())
         dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and (d / n).resolve() not in excl)
         has_dicom = False
         for name in sorted(filenames):
