@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--drr-crop", type=float, default=1.0, metavar="F",
                     help="keep the central F of each DRR's side (0.75 drops the black surround of a CT's field of "
                          "view, framing the DRR like a radiograph; default 1: as rendered)")
+    ap.add_argument("--random-split", action="store_true",
+                    help="C2ST on random halves (default: split by patient and CT, which needs 2+ CTs)")
     ap.add_argument("--munit", default=None, help="MUNIT-LQ model (RUN/model.pt)")
     ap.add_argument("--ddpm", default=None, help="DDPM-LQ stage-2 model (RUN/model.pt)")
     ap.add_argument("--ddpm-steps", type=int, default=10)
@@ -54,17 +57,24 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if len(args.hq) != len(args.manifest):
         raise SystemExit("give one --manifest per --hq folder")
-    hq = []
-    for folder, manifest in zip(args.hq, args.manifest):
+    hq, hq_groups = [], []
+    for k, (folder, manifest) in enumerate(zip(args.hq, args.manifest)):
         ds = RadiographFolder(folder, manifest=manifest, split=args.split.split(","))
         hq += [ds.load(i) for i in range(len(ds))]
-    refs = [central(load_radiograph(f)[0], args.drr_crop) for d in args.drr for f in list_radiographs(d)]
+        hq_groups += [f"{k}:{ds.patients[str(f)]}" for f in ds.files]
+    drr_files = [f for d in args.drr for f in list_radiographs(d)]
+    refs = [central(load_radiograph(f)[0], args.drr_crop) for f in drr_files]
+    # the CT of a DRR: its name less the image number (`dxr dataset` names images <CT>_<NNNN>)
+    drr_groups = [re.sub(r"_\d+$", "", f.name.split(".")[0]) for f in drr_files]
+    by_group = not args.random_split
     methods: dict = {"bicubic": ("bicubic", {}), "high_order": ("high_order", {})}
     if args.munit:
         methods["munit"] = ("munit", {"model": args.munit})
     if args.ddpm:
         methods["ddpm"] = ("ddpm", {"model": args.ddpm, "steps": args.ddpm_steps})
-    res = evaluate_lq_methods(hq, refs, methods, seed=args.seed)
+    res = evaluate_lq_methods(hq, refs, methods, seed=args.seed, hq_groups=hq_groups if by_group else None,
+                              drr_groups=drr_groups if by_group else None)
+    res["drr_cts"] = sorted(set(drr_groups))
     res["models"] = {"munit": args.munit, "ddpm": args.ddpm}
     res["seconds"] = time.perf_counter() - t0
     print(format_lq_table(res, f"splits {args.split}; DRRs: central {args.drr_crop:g} of each side"))

@@ -86,6 +86,39 @@ def test_c2st_needs_four_images_and_is_seeded(sets):
     assert r1["n_test"] == 24 and r1["n_train"] == 24
 
 
+def _patients(first: int, seed: int, n_patients: int = 4, per_patient: int = 8):
+    """Images of a few 'patients', each with its own look (gamma, blur), as a clinical set has."""
+    rng = np.random.default_rng(seed)
+    imgs, groups = [], []
+    for p in range(n_patients):
+        gamma, sigma = float(np.exp(rng.normal(0, 0.9))), float(rng.uniform(0, 2.5))
+        for j in range(per_patient):
+            x = make_hq(128, first + p * per_patient + j)
+            imgs.append(np.clip(gaussian(x, sigma) ** gamma, 0, 1).astype(np.float32))
+            groups.append(f"p{p}")
+    return imgs, groups
+
+
+def test_c2st_split_by_patient_tests_the_domain_not_the_people():
+    """Two sets of one domain, different patients: random halves let the classifier learn the patients (it
+    tells the sets apart), the split by patient does not; a real difference (noise) is still found by patient."""
+    a, ga = _patients(0, seed=1)
+    b, gb = _patients(5000, seed=2)
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(x + rng.normal(0, 0.05, x.shape), 0, 1).astype(np.float32) for x in b]
+    random_split = classifier_two_sample_test(a, b, size=128)
+    by_patient = classifier_two_sample_test(a, b, size=128, groups_a=ga, groups_b=gb)
+    found = classifier_two_sample_test(a, noisy, size=128, groups_a=ga, groups_b=gb)
+    assert random_split["accuracy"] > 0.8 and random_split["split"] == "random halves"
+    assert by_patient["accuracy"] < 0.65 and by_patient["split"] == "by patient, 4 folds"
+    assert by_patient["n_test"] == 64  # every image predicted once
+    assert found["accuracy"] > 0.75 and found["p_value"] < 1e-3
+    with pytest.raises(InputError, match="both sets"):
+        classifier_two_sample_test(a, b, size=128, groups_a=ga)
+    with pytest.raises(InputError, match="at least 2 patients"):
+        classifier_two_sample_test(a, b, size=128, groups_a=["x"] * len(a), groups_b=gb)
+
+
 def test_prepare_common_grid():
     img = np.zeros((300, 200), np.float32)
     img[50:250, :] = 1.0  # central square crop of 200 x 200 -> rows 50..249 are all 1
@@ -114,6 +147,13 @@ def test_cli_evaluate_domain_on_real_sample(tmp_path, capsys):
                  str(tmp_path / "self.json")]) == 0
     self_res = json.loads((tmp_path / "self.json").read_text())
     assert self_res["spectrum"]["distance"] == 0.0 and self_res["c2st"]["accuracy"] == 0.5
+    # split by patient: the regex names each file's patient (here its first character: 6 'patients')
+    assert main(["evaluate", "--pred", str(deg), "--domain", str(SAMPLE), "--domain-groups", "^(.)",
+                 "--domain-json", str(tmp_path / "grouped.json")]) == 0
+    grouped = json.loads((tmp_path / "grouped.json").read_text())
+    assert grouped["c2st"]["split"] == "by patient, 5 folds" and grouped["c2st"]["n_test"] == 16
+    assert main(["evaluate", "--pred", str(deg), "--domain", str(SAMPLE), "--domain-groups", "^zz"]) == 2
+    assert "does not match" in capsys.readouterr().err
     # the paired mode is unchanged: --ref writes metrics.json
     assert main(["evaluate", "--pred", str(deg), "--ref", str(SAMPLE)]) == 0
     paired = json.loads((deg / "metrics.json").read_text())

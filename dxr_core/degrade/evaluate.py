@@ -21,9 +21,11 @@ SOURCE_ROW = "HQ (area-downsampled, no degradation)"
 
 def evaluate_lq_methods(hq_images: list[np.ndarray], drr_refs: list[np.ndarray],
                         methods: Mapping[str, tuple[str, Mapping[str, Any]] | Callable], seed: int = 0,
-                        grid: int = 256) -> dict:
+                        grid: int = 256, hq_groups: list | None = None, drr_groups: list | None = None) -> dict:
     """``methods``: row name -> (degrade method, its options), e.g. ``{"ddpm": ("ddpm", {"model": path})}``, or
-    a function ``f(hq_on_grid, i) -> lq`` (e.g. a translator held in memory)."""
+    a function ``f(hq_on_grid, i) -> lq`` (e.g. a translator held in memory). ``hq_groups`` / ``drr_groups``: the
+    patient of each HQ image and the CT of each DRR; given, the classifier test splits by patient
+    (:func:`dxr_core.metrics.domain.classifier_two_sample_test`)."""
     from dxr_core.degrade import degrade
     from dxr_core.degrade.tone import match_tone, tone_quantiles
     from dxr_core.metrics import ssim
@@ -42,7 +44,7 @@ def evaluate_lq_methods(hq_images: list[np.ndarray], drr_refs: list[np.ndarray],
             sets[name] = [degrade(x, method, seed=seed + i, **dict(options)) for i, x in enumerate(hq)]
     rows = {}
     for name, imgs in sets.items():
-        g = domain_gap(refs, imgs, size=lq_grid, seed=seed)
+        g = domain_gap(refs, imgs, size=lq_grid, seed=seed, groups_a=drr_groups, groups_b=hq_groups)
         rows[name] = {"spectrum": g["spectrum"]["distance"], "high_freq": g["spectrum"]["high_freq_difference"],
                       "histogram": g["histogram"]["distance"],
                       "c2st_accuracy": g["c2st"]["accuracy"] if g["c2st"] else None,
@@ -50,12 +52,13 @@ def evaluate_lq_methods(hq_images: list[np.ndarray], drr_refs: list[np.ndarray],
                       "ssim_to_source": float(np.mean([ssim(a, b) for a, b in zip(imgs, src)])),
                       "ssim_same_tone": float(np.mean([ssim(a, match_tone(b, tone_quantiles(a)))
                                                        for a, b in zip(imgs, src)]))}
-    return {"n_hq": len(hq), "n_drr": len(refs), "lq_grid": lq_grid, "rows": rows}
+    return {"n_hq": len(hq), "n_drr": len(refs), "lq_grid": lq_grid, "rows": rows,
+            "c2st_split": "random halves" if hq_groups is None else "by patient / CT"}
 
 
 def format_lq_table(res: dict, title: str = "") -> str:
-    lines = [f"{res['n_hq']} held-out HQ radiographs vs {res['n_drr']} real DRRs, LQ grid {res['lq_grid']} px"
-             + (f" ({title})" if title else ""),
+    lines = [f"{res['n_hq']} held-out HQ radiographs vs {res['n_drr']} real DRRs, LQ grid {res['lq_grid']} px, "
+             f"C2ST split {res.get('c2st_split', 'random halves')}" + (f" ({title})" if title else ""),
              "| LQ set | spectrum distance | high-freq (set - DRR) | histogram W1 | C2ST accuracy "
              "| SSIM to HQ source | same tone |",
              "|---|---|---|---|---|---|---|"]

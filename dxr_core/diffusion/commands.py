@@ -95,6 +95,10 @@ def add_commands(subparsers) -> None:
                    help="folder of reference radiographs (e.g. real ones) for the unpaired domain-gap measures")
     e.add_argument("--domain-json", default=None, metavar="FILE",
                    help="write the domain-gap results here (default PRED/domain_gap.json)")
+    e.add_argument("--domain-groups", default=None, metavar="REGEX",
+                   help="split the classifier test by patient / CT: REGEX's first group (or whole match) in each "
+                        "file name names its patient, e.g. '^(.+)_\\d+$' for dxr dataset's <CT>_<NNNN> names "
+                        "(default: random halves)")
     e.add_argument("--domain-size", type=int, default=None, metavar="PX",
                    help="common grid for the domain-gap measures (default: 256, or the shortest image side if smaller)")
     e.add_argument("--seed", type=int, default=0, help="seed of the classifier two-sample test split (default 0)")
@@ -216,7 +220,7 @@ def run_evaluate(args) -> int:
         if args.domain_size is not None and args.domain_size < 32:
             raise OptionError(f"--domain-size {args.domain_size} is too small; use 256 (or at least 32).")
         res = domain_gap_folders(args.domain, args.pred, size=args.domain_size, seed=args.seed,
-                                 progress=sys.stderr.isatty())
+                                 progress=sys.stderr.isatty(), group_pattern=args.domain_groups)
         print(format_domain_table(res))
         dst = Path(args.domain_json) if args.domain_json else (
             Path(args.json) if args.json and args.ref is None else Path(args.pred) / "domain_gap.json")

@@ -31,6 +31,14 @@ Unpaired: the sets may differ in size and content; each measure compares the two
    binomial tail ``P(X >= correct)``. A small test set gives a coarse test: with 10 test images an accuracy of
    0.9 has p ~ 0.011.
 
+   **Split by patient** (``groups_a`` / ``groups_b``: the patient or CT of each image). Images of one patient or
+   one CT are alike (a CT's DRRs share its anatomy); with a random split the classifier learns *which patients*
+   are in a set, and DRRs of one CT are told from DRRs of another CT rendered the same way at accuracy 1.0. With
+   groups, the test is cross-validated over folds of whole groups (scikit-learn ``StratifiedGroupKFold``, ``k`` =
+   the smaller number of groups, at most 5): the classifier is always tested on patients and CTs it was not
+   trained on, so it must have learnt the *domain*, not the people. Every image is predicted once; the accuracy
+   and the binomial p-value are over all of them (approximate: the folds' classifiers share training data).
+
 All measures take lists of float (H, W) images in [0, 1]; images of any size are made comparable by
 :func:`prepare`: the central square (side = the shorter side) is cropped and resized by pixel-area averaging to
 ``size x size`` pixels (default 256). The grid is common in *pixels*, not millimetres: compare sets that show the
@@ -207,15 +215,15 @@ def image_features(image, crop: float = 0.75, bins: int = 16) -> np.ndarray:
 
 def classifier_two_sample_test(set_a: Sequence, set_b: Sequence, seed: int = 0, size: int = 256,
                                prepared: bool = False, features_a: np.ndarray | None = None,
-                               features_b: np.ndarray | None = None) -> dict:
+                               features_b: np.ndarray | None = None, groups_a: Sequence | None = None,
+                               groups_b: Sequence | None = None) -> dict:
     """C2ST (Lopez-Paz & Oquab 2017): held-out accuracy of a logistic regression telling the sets apart.
 
-    Returns ``{"accuracy", "p_value", "n_train", "n_test", "correct"}``; see the module docstring.
+    ``groups_a`` / ``groups_b``: the patient (or CT) of each image; given, the test splits by whole groups
+    (cross-validated, see the module docstring). Returns ``{"accuracy", "p_value", "n_train", "n_test",
+    "correct", "split"}``.
     """
     from scipy.stats import binomtest
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     if features_a is None:
         a = set_a if prepared else _set(set_a, size, "first")
@@ -228,6 +236,10 @@ def classifier_two_sample_test(set_a: Sequence, set_b: Sequence, seed: int = 0, 
     if n < 4:
         raise InputError(f"The classifier two-sample test needs at least 4 images in each set, got {len(fa)} and "
                          f"{len(fb)}; give more images (dozens make a meaningful test).")
+    if (groups_a is None) != (groups_b is None):
+        raise InputError("Give the groups (patients / CTs) of both sets or of neither.")
+    if groups_a is not None:
+        return _c2st_by_group(fa, fb, list(groups_a), list(groups_b), seed)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xC25]))
     ia = rng.permutation(len(fa))[:n]
     # equal sizes: one permutation for both (a valid random split of each set; identical sets give exactly 0.5)
@@ -237,31 +249,80 @@ def classifier_two_sample_test(set_a: Sequence, set_b: Sequence, seed: int = 0, 
     y_tr = np.r_[np.zeros(h), np.ones(h)]
     x_te = np.concatenate([fa[ia[h:]], fb[ib[h:]]])
     y_te = np.r_[np.zeros(n - h), np.ones(n - h)]
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    clf = _classifier()
     clf.fit(x_tr, y_tr)
     correct = int((clf.predict(x_te) == y_te).sum())
     n_test = len(y_te)
     p = float(binomtest(correct, n_test, 0.5, alternative="greater").pvalue)
     return {"accuracy": correct / n_test, "p_value": p, "correct": correct, "n_test": n_test,
-            "n_train": len(y_tr), "features": int(fa.shape[1]), "classifier": "logistic regression (L2, C=1)"}
+            "n_train": len(y_tr), "features": int(fa.shape[1]), "classifier": "logistic regression (L2, C=1)",
+            "split": "random halves"}
+
+
+def _classifier():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+
+
+def _c2st_by_group(fa: np.ndarray, fb: np.ndarray, groups_a: list, groups_b: list, seed: int) -> dict:
+    """C2ST cross-validated over folds of whole groups (see the module docstring)."""
+    from scipy.stats import binomtest
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if len(groups_a) != len(fa) or len(groups_b) != len(fb):
+        raise InputError(f"One group per image: {len(groups_a)} groups for {len(fa)} images and {len(groups_b)} "
+                         f"for {len(fb)}.")
+    k = min(5, len(set(groups_a)), len(set(groups_b)))
+    if k < 2:
+        raise InputError("The classifier two-sample test by patient needs at least 2 patients (or CTs) in each "
+                         "set; give images of more patients, or no groups for a random split.")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xC25, 1]))
+    n = min(len(fa), len(fb))  # balance the classes: a seeded subsample of the larger set
+    ia, ib = np.sort(rng.permutation(len(fa))[:n]), np.sort(rng.permutation(len(fb))[:n])
+    x = np.concatenate([fa[ia], fb[ib]])
+    y = np.r_[np.zeros(n), np.ones(n)]
+    # prefixes keep the two sets' group names apart ("p1" of one set is not "p1" of the other)
+    g = np.array([f"a:{groups_a[i]}" for i in ia] + [f"b:{groups_b[i]}" for i in ib])
+    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=int(rng.integers(2 ** 31 - 1)))
+    correct = 0
+    for tr, te in folds.split(x, y, g):
+        if len(set(y[tr])) < 2:  # a fold without one class cannot train a classifier; its images count as wrong
+            continue
+        correct += int((_classifier().fit(x[tr], y[tr]).predict(x[te]) == y[te]).sum())
+    n_test = len(y)
+    p = float(binomtest(correct, n_test, 0.5, alternative="greater").pvalue)
+    return {"accuracy": correct / n_test, "p_value": p, "correct": correct, "n_test": n_test,
+            "n_train": int(round(n_test * (k - 1) / k)), "features": int(fa.shape[1]),
+            "classifier": "logistic regression (L2, C=1)", "split": f"by patient, {k} folds"}
 
 
 def domain_gap(set_a: Sequence, set_b: Sequence, size: int = 256, seed: int = 0,
-               labels_a: Sequence | None = None, labels_b: Sequence | None = None) -> dict:
-    """All three measures between ``set_a`` (the reference, e.g. real radiographs) and ``set_b``."""
+               labels_a: Sequence | None = None, labels_b: Sequence | None = None,
+               groups_a: Sequence | None = None, groups_b: Sequence | None = None) -> dict:
+    """All three measures between ``set_a`` (the reference, e.g. real radiographs) and ``set_b``; ``groups_*``:
+    the patient / CT of each image, for the classifier test split by patient."""
     a, b = _set(set_a, size, "reference"), _set(set_b, size, "prediction")
     out = {"n_a": len(a), "n_b": len(b), "size": int(size),
            "spectrum": spectrum_distance(a, b, prepared=True),
            "histogram": histogram_distance(a, b, labels_a=labels_a, labels_b=labels_b, size=size, prepared=True)}
     if min(len(a), len(b)) >= 4:
-        out["c2st"] = classifier_two_sample_test(a, b, seed=seed, prepared=True)
+        out["c2st"] = classifier_two_sample_test(a, b, seed=seed, prepared=True, groups_a=groups_a,
+                                                 groups_b=groups_b)
     else:
         out["c2st"] = None
     return out
 
 
-def _read_set(folder: str | os.PathLike, size: int, limit: int | None, progress: bool) -> list[np.ndarray]:
-    """Images of a folder, each prepared at ``min(size, its shorter side)`` (squares of possibly different sizes)."""
+def _read_set(folder: str | os.PathLike, size: int, limit: int | None, progress: bool,
+              pattern: str | None = None) -> tuple[list[np.ndarray], list[str] | None]:
+    """Images of a folder, each prepared at ``min(size, its shorter side)`` (squares of possibly different sizes),
+    and with ``pattern`` the group (patient / CT) of each: the regex's first group, or its whole match, in the
+    file name."""
+    import re
+
     from dxr_core.data.radiographs import list_radiographs, load_radiograph
 
     files = list_radiographs(folder)
@@ -269,6 +330,19 @@ def _read_set(folder: str | os.PathLike, size: int, limit: int | None, progress:
         raise InputError(f"No radiographs in {str(folder)!r}; give a folder of PNG/JPEG/DICOM/NRRD radiographs.")
     if limit is not None:
         files = files[: int(limit)]
+    groups = None
+    if pattern is not None:
+        try:
+            rx = re.compile(pattern)
+        except re.error as e:
+            raise OptionError(f"--domain-groups {pattern!r} is not a regular expression ({e}).") from None
+        groups = []
+        for f in files:
+            m = rx.search(f.name.split(".")[0])
+            if m is None:
+                raise InputError(f"--domain-groups {pattern!r} does not match {f.name!r}; give a pattern that "
+                                 "finds the patient / CT in every file name, e.g. '^(.+)_\\d+$'.")
+            groups.append(m.group(1) if rx.groups else m.group(0))
     if progress:
         from tqdm.auto import tqdm
 
@@ -277,12 +351,14 @@ def _read_set(folder: str | os.PathLike, size: int, limit: int | None, progress:
     for f in files:
         img = load_radiograph(f)[0]
         out.append(prepare(img, min(int(size), min(img.shape))))
-    return out
+    return out, groups
 
 
 def domain_gap_folders(ref_dir: str | os.PathLike, pred_dir: str | os.PathLike, size: int | None = None,
-                       seed: int = 0, limit: int | None = None, progress: bool = False) -> dict:
-    """:func:`domain_gap` between all radiographs of two folders (sub-folders included).
+                       seed: int = 0, limit: int | None = None, progress: bool = False,
+                       group_pattern: str | None = None) -> dict:
+    """:func:`domain_gap` between all radiographs of two folders (sub-folders included). ``group_pattern``: a
+    regex finding each image's patient / CT in its file name, for the classifier test split by patient.
 
     ``size`` None: the common grid is ``min(256, the shortest image side in both sets)``, so no set is compared
     after upsampling (an upsampled image has no power above its own Nyquist frequency, which the spectrum
@@ -292,11 +368,11 @@ def domain_gap_folders(ref_dir: str | os.PathLike, pred_dir: str | os.PathLike, 
         if not Path(d).is_dir():
             raise InputError(f"{str(d)!r} is not a folder; give two folders of radiographs.")
     cap = 256 if size is None else int(size)
-    a = _read_set(ref_dir, cap, limit, progress)
-    b = _read_set(pred_dir, cap, limit, progress)
+    a, ga = _read_set(ref_dir, cap, limit, progress, group_pattern)
+    b, gb = _read_set(pred_dir, cap, limit, progress, group_pattern)
     grid = min(x.shape[0] for x in a + b) if size is None else int(size)
     a, b = [prepare(x, grid) for x in a], [prepare(x, grid) for x in b]
-    out = domain_gap(a, b, size=grid, seed=seed)
+    out = domain_gap(a, b, size=grid, seed=seed, groups_a=ga, groups_b=gb)
     out.update(ref=str(ref_dir), pred=str(pred_dir))
     return out
 
@@ -311,7 +387,8 @@ def format_domain_table(res: dict) -> str:
              "  ".join(f"{r} {h['regions'][r]['wasserstein']:.4f}" for r in REGIONS)]
     if c is not None:
         lines.append(f"  classifier two-sample test accuracy {c['accuracy']:.3f}   p = {c['p_value']:.3g} "
-                     f"({c['correct']}/{c['n_test']} held-out correct; 0.5 = indistinguishable)")
+                     f"({c['correct']}/{c['n_test']} held-out correct; 0.5 = indistinguishable; split "
+                     f"{c.get('split', 'random halves')})")
     else:
         lines.append("  classifier two-sample test: skipped (fewer than 4 images in a set)")
     return "\n".join(lines)
