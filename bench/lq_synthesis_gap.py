@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--munit", default=None, help="MUNIT-LQ model (RUN/model.pt)")
     ap.add_argument("--ddpm", default=None, help="DDPM-LQ stage-2 model (RUN/model.pt)")
     ap.add_argument("--ddpm-steps", type=int, default=10)
+    ap.add_argument("--ddpm-strength", default="1", metavar="S[,S...]",
+                    help="SDEdit strength(s) of DDPM-LQ (1: from pure noise); several give one row each")
     ap.add_argument("--out", default="/tmp/lq_synthesis_gap")
     ap.add_argument("--png", default=None, help="write the Figure-3 montage here")
     ap.add_argument("--seed", type=int, default=0)
@@ -71,7 +73,9 @@ def main(argv=None) -> int:
     if args.munit:
         methods["munit"] = ("munit", {"model": args.munit})
     if args.ddpm:
-        methods["ddpm"] = ("ddpm", {"model": args.ddpm, "steps": args.ddpm_steps})
+        for k, strength in enumerate(float(v) for v in args.ddpm_strength.split(",")):
+            methods["ddpm" if k == 0 else f"ddpm strength {strength:g}"] = (
+                "ddpm", {"model": args.ddpm, "steps": args.ddpm_steps, "strength": strength})
     res = evaluate_lq_methods(hq, refs, methods, seed=args.seed, hq_groups=hq_groups if by_group else None,
                               drr_groups=drr_groups if by_group else None)
     res["drr_cts"] = sorted(set(drr_groups))
@@ -80,8 +84,8 @@ def main(argv=None) -> int:
     print(format_lq_table(res, f"splits {args.split}; DRRs: central {args.drr_crop:g} of each side"))
     rows = res["rows"]
     if "bicubic" in rows:
-        for name in ("munit", "ddpm"):
-            if name in rows:
+        for name in rows:
+            if name.startswith(("munit", "ddpm")):
                 b, r = rows["bicubic"], rows[name]
                 print(f"{name} vs bicubic: spectrum {b['spectrum'] / max(r['spectrum'], 1e-9):.2f}x closer, "
                       f"C2ST accuracy {r['c2st_accuracy']:.2f} vs {b['c2st_accuracy']:.2f}, SSIM to source "

@@ -98,6 +98,30 @@ def test_stage2_carries_the_lq_tone(domains, stages):
     assert np.mean([ssim(o, match_tone(x, tone_quantiles(o))) for o, x in zip(toned, hq)]) > 0.5
 
 
+def test_strength_keeps_more_of_the_source(domains, stages):
+    """SDEdit: starting from the image noised to part of the schedule keeps more of it than pure noise does."""
+    from dxr_core.degrade import degrade
+    from dxr_core.errors import OptionError
+    from dxr_core.metrics import ssim
+
+    hq_dir, _ = domains
+    _, s2 = stages
+    model = str(s2 / "model.pt")
+    hq = [load_radiograph(f)[0] for f in list_radiographs(hq_dir)]
+    kept = {}
+    for strength in (1.0, 0.4):
+        out = [degrade(x, "ddpm", seed=i, scale=1, model=model, tone=False, strength=strength)
+               for i, x in enumerate(hq)]
+        kept[strength] = np.mean([ssim(o, x) for o, x in zip(out, hq)])
+    assert kept[0.4] > kept[1.0] + 0.02, kept
+    _, params = degrade(hq[0], "ddpm", seed=0, model=model, strength=0.4, return_params=True)
+    assert params["strength"] == 0.4
+    with pytest.raises(OptionError, match="strength"):
+        degrade(hq[0], "ddpm", seed=0, model=model, strength=0.0)
+    with pytest.raises(OptionError, match="ddim or dpmpp"):
+        degrade(hq[0], "ddpm", seed=0, model=model, strength=0.5, sampler="ddpm")
+
+
 def test_options_and_cli(domains, stages, tmp_path):
     _, lq = domains
     with pytest.raises(OptionError, match="--init"):

@@ -83,6 +83,16 @@ def test_times_strictly_decreasing(steps):
     assert all(a > b for a, b in zip(t, t[1:]))
 
 
+@pytest.mark.parametrize("start,steps", [(499, 10), (299, 10), (5, 10), (0, 3)])
+def test_times_from_a_start(start, steps):
+    """SDEdit starts part-way: the steps begin at `start`, end at 0 and never exceed start + 1 evaluations."""
+    from dxr_core.diffusion.samplers import _times
+
+    t = _times(1000, steps, start)
+    assert t[0] == start and t[-1] == 0 and len(t) == min(steps, start + 1)
+    assert all(a > b for a, b in zip(t, t[1:]))
+
+
 def test_ddim_eta_and_determinism():
     s = NoiseSchedule(DiffusionConfig(residual=False))
     fn = _gaussian_model(s, 0.0, 0.5)

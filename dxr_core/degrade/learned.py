@@ -59,14 +59,16 @@ def _load_ddpm_lq(path: str, mtime_ns: int):
 
 
 def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sampler: str = "ddim",
-         tone: bool = True):
+         tone: bool = True, strength: float = 1.0):
     """DDPM-LQ stage 2 (:mod:`dxr_core.engines.ddpm_lq`): the image's content (area-averaged by the model's
     ``content_scale`` on its ``image_size`` grid) is the condition; the diffusion model draws the DRR's fine
     structure around it (``steps`` network evaluations of ``sampler``, seeded by ``degrade``'s seed). The result
     is resized (area) to the LQ shape. ``model``: a ``RUN/model.pt`` written by ``dxr train ddpm-lq --stage 2``
     (default: the shipped model). ``tone``: first map the image's grey levels onto the tone of one training DRR
     drawn with the seed (:mod:`dxr_core.degrade.tone`; models that store the LQ domain's tone), so the result
-    has a DRR's grey levels as well as its fine structure; ``tone=False`` keeps the input's."""
+    has a DRR's grey levels as well as its fine structure; ``tone=False`` keeps the input's. ``strength`` < 1:
+    start the sampler from the (toned) image noised to that fraction of the schedule instead of from pure noise
+    (SDEdit), keeping more of its own structure; 1 (default) draws all fine structure anew."""
     if model is None:
         model = shipped_ddpm_lq_model()
     if model is None:
@@ -96,12 +98,18 @@ def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sa
     src = resize_torch(image, grid, "area")
     content = resize_torch(src, (grid[0] // k, grid[1] // k), "area")
     seed = int(rng.integers(2 ** 31 - 1))
+    init = None
+    if float(strength) < 1.0:
+        import torch
+
+        init = torch.from_numpy(np.ascontiguousarray(src, dtype=np.float32))[None, None]
     out = enh.enhance(content, scale=k, sampler=sampler, steps=int(steps), seed=seed, tile=None,
-                      out_size=grid)
+                      out_size=grid, init=init, strength=float(strength))
     return resize_torch(out, tuple(out_shape), "area"), {
         "model": str(model), "model_stage": int(info.get("stage", 0)), "content_scale": k, "image_size": size,
         "model_iteration": enh.meta.get("iteration"), "sampler": sampler, "steps": int(steps), "seed_drawn": seed,
-        "tone": "as given" if tone_index is None else f"training DRR {tone_index} of {len(tones)}"}
+        "tone": "as given" if tone_index is None else f"training DRR {tone_index} of {len(tones)}",
+        "strength": float(strength)}
 
 
 def _flag(value) -> bool:

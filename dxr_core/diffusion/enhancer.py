@@ -145,8 +145,13 @@ class Enhancer:
                        steps: int = DEFAULT_STEPS,
                        seed: int | Sequence[int] = 0, tile: int | None = 512, overlap: int = 64, eta: float = 0.0,
                        tile_batch: int = 4, out_size: tuple[int, int] | None = None,
-                       progress: bool = False) -> torch.Tensor:
-        """(B,1,h,w) LQ in [0,1] -> (B,1,H,W) enhanced in [0,1], H = round(h*scale) unless ``out_size``."""
+                       progress: bool = False, init: torch.Tensor | None = None,
+                       strength: float = 1.0) -> torch.Tensor:
+        """(B,1,h,w) LQ in [0,1] -> (B,1,H,W) enhanced in [0,1], H = round(h*scale) unless ``out_size``.
+
+        ``init`` ((B,1,H,W) in [0,1]) and ``strength`` in (0, 1]: SDEdit (Meng et al., ICLR 2022): the sampler
+        starts at timestep ``strength * (T - 1)`` from ``init`` noised to that level instead of from pure noise,
+        so the result keeps ``init``'s structure coarser than that noise level (1: ignore ``init``)."""
         if sampler not in SAMPLERS:
             raise OptionError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         if int(steps) < 1:
@@ -174,10 +179,30 @@ class Enhancer:
         gen = torch.Generator(device=self.device).manual_seed(seeds[0] + 7919)
         clip = self.diffusion.clip_x0
         fn = self._model_fn(cond_p, tile, overlap, tile_batch)
-        x0 = sample(fn, noise.to(self.device), self.schedule, sampler, steps, gen, eta, clip, progress)
+        x_start, start = noise.to(self.device), None
+        if init is not None and float(strength) < 1.0:
+            x_start, start = self._noised_init(init, cond, strength, x_start, (Hp, Wp))
+        x0 = sample(fn, x_start, self.schedule, sampler, steps, gen, eta, clip, progress, start=start)
         x0 = x0[..., :H, :W]
         hq = cond + x0 / self.diffusion.residual_scale if self.diffusion.residual else x0
         return ((hq.clamp(-1, 1) + 1) / 2).float().cpu()
+
+    def _noised_init(self, init: torch.Tensor, cond: torch.Tensor, strength: float, noise: torch.Tensor,
+                     padded: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """SDEdit's start: ``init`` as the diffusion target (the image, or its residual over the condition),
+        noised to timestep ``strength * (T - 1)``."""
+        if not 0.0 < float(strength) <= 1.0:
+            raise OptionError(f"strength {strength} must be in (0, 1] (1 = start from pure noise).")
+        H, W = cond.shape[-2:]
+        if tuple(init.shape[-2:]) != (H, W) or init.shape[0] != cond.shape[0]:
+            raise InputError(f"init must be {(cond.shape[0], 1, H, W)} (the output grid), got {tuple(init.shape)}.")
+        x = init.to(self.device, torch.float32) * 2 - 1
+        if self.diffusion.residual:
+            x = (x - cond) * self.diffusion.residual_scale
+        x = F.pad(x, (0, padded[1] - W, 0, padded[0] - H), mode="replicate")
+        start = int(round(float(strength) * (self.schedule.T - 1)))
+        a, s = float(self.schedule.alpha[start]), float(self.schedule.sigma[start])
+        return a * x + s * noise, start
 
     def enhance(self, image: np.ndarray, scale: float = 2.0, sampler: str = DEFAULT_SAMPLER,
                 steps: int = DEFAULT_STEPS, seed: int = 0,
