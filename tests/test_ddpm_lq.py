@@ -116,8 +116,9 @@ def test_strength_keeps_more_of_the_source(domains, stages):
     assert kept[0.4] > kept[1.0] + 0.02, kept
     _, params = degrade(hq[0], "ddpm", seed=0, model=model, strength=0.4, return_params=True)
     assert params["strength"] == 0.4
-    with pytest.raises(OptionError, match="strength"):
-        degrade(hq[0], "ddpm", seed=0, model=model, strength=0.0)
+    for bad in (0.0, 1.5):
+        with pytest.raises(OptionError, match="strength"):
+            degrade(hq[0], "ddpm", seed=0, model=model, strength=bad)
     with pytest.raises(OptionError, match="ddim or dpmpp"):
         degrade(hq[0], "ddpm", seed=0, model=model, strength=0.5, sampler="ddpm")
 

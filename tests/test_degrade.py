@@ -205,6 +205,7 @@ def test_shipped_ddpm_lq_makes_a_seeded_lq_version(hq):
     x = prepare(hq, 128)
     a, params = degrade(x, "ddpm", seed=1, return_params=True)
     assert a.shape == (64, 64) and params["model_stage"] == 2 and params["content_scale"] == 8
+    assert params["tone"].startswith("training DRR") and params["strength"] == 0.3  # the shipped settings
     assert np.array_equal(a, degrade(x, "ddpm", seed=1))
     assert not np.array_equal(a, degrade(x, "ddpm", seed=2))
     assert ssim(a, prepare(x, 64)) > 0.6

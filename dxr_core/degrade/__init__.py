@@ -6,8 +6,8 @@
 
 Methods (one module each): ``bicubic`` and ``area`` (plain downsampling), ``high_order`` (random Real-ESRGAN-style
 chain: blur, resize, noise, JPEG), ``acquisition`` (2-D approximation of the look of a DRR rendered from a clinical
-thick-slice CT), ``munit`` and ``ddpm`` (learned degradations: the interface exists, the models are not shipped yet
-and raise :class:`dxr_core.errors.ModelError`). See ``docs/degrade.md``.
+thick-slice CT), ``munit`` and ``ddpm`` (learned from unpaired radiographs and DRRs: MUNIT-LQ with a given
+model, DDPM-LQ with the shipped one by default). See ``docs/degrade.md``.
 """
 from dxr_core.degrade.api import METHODS, degrade, method_options, output_shape
 

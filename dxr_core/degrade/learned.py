@@ -59,7 +59,7 @@ def _load_ddpm_lq(path: str, mtime_ns: int):
 
 
 def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sampler: str = "ddim",
-         tone: bool = True, strength: float = 1.0):
+         tone: bool = True, strength: float | None = None):
     """DDPM-LQ stage 2 (:mod:`dxr_core.engines.ddpm_lq`): the image's content (area-averaged by the model's
     ``content_scale`` on its ``image_size`` grid) is the condition; the diffusion model draws the DRR's fine
     structure around it (``steps`` network evaluations of ``sampler``, seeded by ``degrade``'s seed). The result
@@ -68,7 +68,8 @@ def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sa
     drawn with the seed (:mod:`dxr_core.degrade.tone`; models that store the LQ domain's tone), so the result
     has a DRR's grey levels as well as its fine structure; ``tone=False`` keeps the input's. ``strength`` < 1:
     start the sampler from the (toned) image noised to that fraction of the schedule instead of from pure noise
-    (SDEdit), keeping more of its own structure; 1 (default) draws all fine structure anew."""
+    (SDEdit), keeping more of its own structure; 1 draws all fine structure anew; default: the model's
+    recommended strength (``meta["ddpm_lq"]["strength"]``, set when it was shipped), else 1."""
     if model is None:
         model = shipped_ddpm_lq_model()
     if model is None:
@@ -84,6 +85,7 @@ def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sa
         raise ModelError(f"{model} is not a DDPM-LQ model (no 'ddpm_lq' record); give RUN/model.pt of "
                          "`dxr train ddpm-lq --stage 2`.")
     k, size = int(info["content_scale"]), int(info["image_size"])
+    strength = float(info.get("strength", 1.0) if strength is None else strength)
     tones = info.get("tone") or []
     tone_index = None
     if _flag(tone) and tones:

@@ -180,6 +180,8 @@ class Enhancer:
         clip = self.diffusion.clip_x0
         fn = self._model_fn(cond_p, tile, overlap, tile_batch)
         x_start, start = noise.to(self.device), None
+        if not 0.0 < float(strength) <= 1.0:
+            raise OptionError(f"strength {strength} must be in (0, 1] (1 = start from pure noise).")
         if init is not None and float(strength) < 1.0:
             x_start, start = self._noised_init(init, cond, strength, x_start, (Hp, Wp))
         x0 = sample(fn, x_start, self.schedule, sampler, steps, gen, eta, clip, progress, start=start)
@@ -191,8 +193,6 @@ class Enhancer:
                      padded: tuple[int, int]) -> tuple[torch.Tensor, int]:
         """SDEdit's start: ``init`` as the diffusion target (the image, or its residual over the condition),
         noised to timestep ``strength * (T - 1)``."""
-        if not 0.0 < float(strength) <= 1.0:
-            raise OptionError(f"strength {strength} must be in (0, 1] (1 = start from pure noise).")
         H, W = cond.shape[-2:]
         if tuple(init.shape[-2:]) != (H, W) or init.shape[0] != cond.shape[0]:
             raise InputError(f"init must be {(cond.shape[0], 1, H, W)} (the output grid), got {tuple(init.shape)}.")
