@@ -101,17 +101,17 @@ def ddpm(image, out_shape, rng, *, model: str | None = None, steps: int = 10, sa
     content = resize_torch(src, (grid[0] // k, grid[1] // k), "area")
     seed = int(rng.integers(2 ** 31 - 1))
     init = None
-    if float(strength) < 1.0:
+    if strength < 1.0:
         import torch
 
         init = torch.from_numpy(np.ascontiguousarray(src, dtype=np.float32))[None, None]
     out = enh.enhance(content, scale=k, sampler=sampler, steps=int(steps), seed=seed, tile=None,
-                      out_size=grid, init=init, strength=float(strength))
+                      out_size=grid, init=init, strength=strength)
     return resize_torch(out, tuple(out_shape), "area"), {
         "model": str(model), "model_stage": int(info.get("stage", 0)), "content_scale": k, "image_size": size,
         "model_iteration": enh.meta.get("iteration"), "sampler": sampler, "steps": int(steps), "seed_drawn": seed,
         "tone": "as given" if tone_index is None else f"training DRR {tone_index} of {len(tones)}",
-        "strength": float(strength)}
+        "strength": strength}
 
 
 def _flag(value) -> bool:
