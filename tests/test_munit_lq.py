@@ -13,7 +13,7 @@ from dxr_core.data.radiographs import list_radiographs, load_radiograph, resize_
 from dxr_core.engines import MunitTrainConfig, read_munit_log, train_munit_lq
 from dxr_core.errors import ModelError, OptionError
 from dxr_core.models.munit import (MunitDiscriminators, MunitGenerators, MunitTranslator, discriminator_loss,
-                                   get_munit_config, munit_losses, translate)
+                                   get_munit_config, munit_losses, structure_loss, translate)
 
 SAMPLE = ROOT / "tests" / "data" / "real_cxr_sample"
 ARGS = dict(preset="tiny", progress=False, threads=1, val_every=10 ** 6, val_images=2)
@@ -50,6 +50,27 @@ def test_shapes_and_losses():
             paper.crop, paper.batch_size) == (8, 2, 4, 64, 3, 1e-4, 10.0, 256, 1)
     with pytest.raises(OptionError, match="preset"):
         get_munit_config("huge")
+
+
+def test_structure_and_cycle_losses():
+    """The structure loss ignores a change of tone but not a change of anatomy; the cycle term appears when on."""
+    cfg = get_munit_config("cpu-struct")
+    assert cfg.struct_w > 0 and get_munit_config("cpu").struct_w == 0 == get_munit_config("paper").struct_w
+    img = torch.from_numpy(_blur(np.random.default_rng(0).random((64, 64)), 1.5)).float()[None, None] * 8 - 4
+    same_tone = structure_loss(cfg, img, img)
+    other_tone = structure_loss(cfg, 0.3 * img + 0.2, img)       # an LQ look: lower contrast, brighter
+    moved = structure_loss(cfg, torch.roll(img, 9, dims=-1), img)  # the anatomy moved
+    assert same_tone < -0.99 and other_tone < -0.99 and moved > -0.3
+    tiny = get_munit_config("tiny", recon_x_cyc_w=10.0, struct_w=1.0)
+    gen, dis = MunitGenerators(tiny), MunitDiscriminators(tiny)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    s = torch.randn(2, tiny.style_dim)
+    out = gen(x, x, s, s)
+    la, lb = dis(out["x_ba"], out["x_ab"])
+    terms = munit_losses(tiny, x, x, out, lb, la)
+    assert out["x_aba"].shape == x.shape and terms["recon_cyc"] > 0 and -1 <= terms["struct"] <= 1
+    plain = munit_losses(get_munit_config("tiny"), x, x, out, lb, la)
+    assert torch.isclose(terms["total"] - plain["total"], 10 * terms["recon_cyc"] + terms["struct"])
 
 
 def test_translate_is_seeded_and_roundtrips(tmp_path):

@@ -24,7 +24,8 @@ def _add_train_munit(tsub) -> None:
     m.add_argument("--hq", required=True, metavar="DIR", help="folder of real (HQ) radiographs")
     m.add_argument("--lq", required=True, metavar="DIR", help="folder of DRRs (LQ style domain)")
     m.add_argument("--out", required=True, metavar="RUN", help="run folder (checkpoints, logs, model.pt)")
-    m.add_argument("--preset", default="cpu", help="cpu (default: width 16, 128 crops), paper (width 64, 256 crops), "
+    m.add_argument("--preset", default="cpu", help="cpu (default: width 16, 128 crops), cpu-struct (cpu + a structure "
+                                                    "loss that keeps the anatomy), paper (width 64, 256 crops), "
                                                     "tiny (tests)")
     m.add_argument("--iters", type=int, default=20000)
     m.add_argument("--crop", type=int, default=None, help="training crop in pixels (default: the preset's)")

@@ -169,7 +169,7 @@ def create_trainer(gen, dis, opt_g, opt_d, mcfg, cfg: MunitTrainConfig, device, 
 
 
 LOG_KEYS = ("loss_d", "total", "adv_a", "adv_b", "recon_x_a", "recon_x_b", "recon_c_a", "recon_c_b", "recon_s_a",
-            "recon_s_b")
+            "recon_s_b", "recon_cyc", "struct")
 
 
 def create_evaluator(translator_fn, val_hq: list[np.ndarray], val_lq: list[np.ndarray], seed: int = 0):
