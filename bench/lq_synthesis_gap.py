@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -55,6 +54,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     from dxr_core.data.radiographs import RadiographFolder, list_radiographs, load_radiograph
     from dxr_core.degrade.evaluate import evaluate_lq_methods, format_lq_table
+    from dxr_core.metrics.domain import central_crop, groups_from_names
 
     t0 = time.perf_counter()
     if len(args.hq) != len(args.manifest):
@@ -65,9 +65,10 @@ def main(argv=None) -> int:
         hq += [ds.load(i) for i in range(len(ds))]
         hq_groups += [f"{k}:{ds.patients[str(f)]}" for f in ds.files]
     drr_files = [f for d in args.drr for f in list_radiographs(d)]
-    refs = [central(load_radiograph(f)[0], args.drr_crop) for f in drr_files]
-    # the CT of a DRR: its name less the image number (`dxr dataset` names images <CT>_<NNNN>)
-    drr_groups = [re.sub(r"_\d+$", "", f.name.split(".")[0]) for f in drr_files]
+    if not 0 < args.drr_crop <= 1:
+        raise SystemExit(f"--drr-crop must be in (0, 1], got {args.drr_crop}")
+    refs = [central_crop(load_radiograph(f)[0], args.drr_crop) for f in drr_files]
+    drr_groups = groups_from_names([f.name for f in drr_files])  # `dxr dataset` names images <CT>_<NNNN>
     by_group = not args.random_split
     methods: dict = {"bicubic": ("bicubic", {}), "high_order": ("high_order", {})}
     if args.munit:
@@ -98,15 +99,6 @@ def main(argv=None) -> int:
         print(f"picture: {args.png}")
     print(f"total {res['seconds']:.0f} s")
     return 0
-
-
-def central(img: np.ndarray, fraction: float) -> np.ndarray:
-    """The central ``fraction`` of each side of ``img``."""
-    if not 0 < fraction <= 1:
-        raise SystemExit(f"--drr-crop must be in (0, 1], got {fraction}")
-    h, w = img.shape
-    ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
-    return img[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
 
 
 def figure(path: Path, hq, refs, methods, seed: int, picks=(0, 3, 9)) -> None:

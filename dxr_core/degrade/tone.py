@@ -16,16 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from dxr_core.errors import InputError
+from dxr_core.metrics.domain import central_crop
 
 __all__ = ["TONE_LEVELS", "tone_quantiles", "match_tone"]
 
 TONE_LEVELS = np.linspace(0.0, 1.0, 65)  # probability levels of the stored quantile function
-
-
-def _central(img: np.ndarray, crop: float) -> np.ndarray:
-    h, w = img.shape
-    ch, cw = max(2, round(h * crop)), max(2, round(w * crop))
-    return img[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
 
 
 def tone_quantiles(image, crop: float = 0.8) -> np.ndarray:
@@ -33,7 +28,7 @@ def tone_quantiles(image, crop: float = 0.8) -> np.ndarray:
     img = np.asarray(image, np.float32)
     if img.ndim != 2 or not np.all(np.isfinite(img)):
         raise InputError(f"Tone needs a finite 2-D image, got shape {img.shape}.")
-    return np.quantile(_central(img, crop), TONE_LEVELS).astype(np.float32)
+    return np.quantile(central_crop(img, crop), TONE_LEVELS).astype(np.float32)
 
 
 def match_tone(image, target: np.ndarray, crop: float = 0.8) -> np.ndarray:
@@ -44,7 +39,7 @@ def match_tone(image, target: np.ndarray, crop: float = 0.8) -> np.ndarray:
     target = np.maximum.accumulate(np.asarray(target, np.float64).ravel())
     if target.shape != TONE_LEVELS.shape:
         raise InputError(f"A tone is {TONE_LEVELS.size} quantiles, got {target.size}.")
-    src = np.quantile(_central(img, crop), TONE_LEVELS)
+    src = np.quantile(central_crop(img, crop), TONE_LEVELS)
     # ties in the source (flat regions, clipped ends) would make the map undefined: spread them minimally
     src = src + np.arange(src.size) * 1e-7
     levels = np.interp(img.ravel(), src, TONE_LEVELS)

@@ -95,13 +95,17 @@ def prepare(image, size: int = 256) -> np.ndarray:
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
+def central_crop(img: np.ndarray, fraction: float, min_side: int = 2) -> np.ndarray:
+    """The central ``fraction`` of each side of a (H, W) image (at least ``min_side`` pixels a side)."""
+    h, w = img.shape[-2:]
+    ch, cw = min(h, max(min_side, round(h * fraction))), min(w, max(min_side, round(w * fraction)))
+    return img[..., (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+
+
 def _central(img: np.ndarray, crop: float) -> np.ndarray:
     if not 0.1 <= crop <= 1.0:
         raise OptionError(f"crop {crop!r} must be the central fraction of the image side, between 0.1 and 1.")
-    n = img.shape[0]
-    c = max(8, int(round(n * crop)))
-    o = (n - c) // 2
-    return img[o:o + c, o:o + c]
+    return central_crop(img, crop, min_side=8)
 
 
 def radial_power_spectrum(image, crop: float = 0.75, bins: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -316,12 +320,34 @@ def domain_gap(set_a: Sequence, set_b: Sequence, size: int = 256, seed: int = 0,
     return out
 
 
+#: the CT of an image written by ``dxr dataset`` (``<CT>_<NNNN>.png``): its name less the image number
+DATASET_CT_PATTERN = r"^(.+)_\d+$"
+
+
+def groups_from_names(names: Sequence[str], pattern: str = DATASET_CT_PATTERN) -> list[str]:
+    """The group (patient / CT) of each file name: the regex's first group, or its whole match, in the name
+    without its extension."""
+    import re
+
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise OptionError(f"--domain-groups {pattern!r} is not a regular expression ({e}).") from None
+    groups = []
+    for name in names:
+        m = rx.search(name.split(".")[0])
+        if m is None:
+            raise InputError(f"--domain-groups {pattern!r} does not match {name!r}; give a pattern that "
+                             "finds the patient / CT in every file name, e.g. '^(.+)_\\d+$'.")
+        groups.append(m.group(1) if rx.groups else m.group(0))
+    return groups
+
+
 def _read_set(folder: str | os.PathLike, size: int, limit: int | None, progress: bool,
               pattern: str | None = None) -> tuple[list[np.ndarray], list[str] | None]:
     """Images of a folder, each prepared at ``min(size, its shorter side)`` (squares of possibly different sizes),
     and with ``pattern`` the group (patient / CT) of each: the regex's first group, or its whole match, in the
     file name."""
-    import re
 
     from dxr_core.data.radiographs import list_radiographs, load_radiograph
 
@@ -330,19 +356,7 @@ def _read_set(folder: str | os.PathLike, size: int, limit: int | None, progress:
         raise InputError(f"No radiographs in {str(folder)!r}; give a folder of PNG/JPEG/DICOM/NRRD radiographs.")
     if limit is not None:
         files = files[: int(limit)]
-    groups = None
-    if pattern is not None:
-        try:
-            rx = re.compile(pattern)
-        except re.error as e:
-            raise OptionError(f"--domain-groups {pattern!r} is not a regular expression ({e}).") from None
-        groups = []
-        for f in files:
-            m = rx.search(f.name.split(".")[0])
-            if m is None:
-                raise InputError(f"--domain-groups {pattern!r} does not match {f.name!r}; give a pattern that "
-                                 "finds the patient / CT in every file name, e.g. '^(.+)_\\d+$'.")
-            groups.append(m.group(1) if rx.groups else m.group(0))
+    groups = None if pattern is None else groups_from_names([f.name for f in files], pattern)
     if progress:
         from tqdm.auto import tqdm
 
