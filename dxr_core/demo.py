@@ -10,13 +10,12 @@ import json
 import time
 from pathlib import Path
 
-from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from dxr_core.errors import ModelError
 from dxr_core.io.atomic import write_text_atomic
 
 
 def run_demo(out_dir: str | Path, seed: int = 0, size: int = 512, n_nodules: int = 2, views: tuple[str, ...] = ("pa",),
-             enhance: bool = True, steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, log=print) -> dict:
+             enhance: bool = True, steps: int | None = None, sampler: str | None = None, log=print) -> dict:
     """Render DRRs of phantom ``seed`` with ``n_nodules`` labelled nodules, then enhance them 2x.
 
     Writes ``<view>.{dcm,png,nrrd,json}`` + ``<view>.coco.json`` and, when weights are installed,
@@ -62,6 +61,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, size: int = 512, n_nodules: int
             f"{paths['png']}")
         if enhancer is not None:
             t2 = time.perf_counter()
+            sampler, steps = enhancer.resolve_sampling(sampler, steps)  # None: the model's defaults
             hq, grid, _hq_labels = enhance_drr(drr, labels, enhancer, scale=2.0, sampler=sampler, steps=steps,
                                                seed=seed)
             _, _, dcm_meta = read_radiograph(paths["dcm"])  # the enhanced DX carries the DRR's patient/study tags
@@ -89,8 +89,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodules", type=int, default=2, help="number of random nodules (default 2)")
     p.add_argument("--views", default="pa", help="comma-separated views: pa, ap, lateral (default pa)")
     p.add_argument("--no-enhance", action="store_true", help="stop after the DRRs")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"{DEFAULT_SAMPLER} sampler steps for the enhancement (default {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps for the enhancement (default: the shipped model's, see its model card)")
     p.set_defaults(run=lambda a: 0 if run_demo(a.out, seed=a.seed, size=a.size, n_nodules=a.nodules,
                                                views=tuple(v.strip() for v in a.views.split(",") if v.strip()),
                                                enhance=not a.no_enhance, steps=a.steps) else 1)

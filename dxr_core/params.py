@@ -248,11 +248,15 @@ ENHANCE_KEYS = ("sampler", "steps", "scale", "seed", "tile")
 
 def parse_enhance(req: Mapping[str, Any], sampler: str | None = None, steps: int | None = None,
                   max_steps: int = 1000) -> Dict[str, Any]:
-    """The enhancement parameters of a request (defaults ``sampler``/``steps``, at most ``max_steps``)."""
-    from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+    """The enhancement parameters of a request (defaults ``sampler``/``steps``, at most ``max_steps``). A sampler or
+    step count that neither the request nor the server sets stays None: the model's own default
+    (``Enhancer.resolve_sampling``)."""
+    from dxr_core.diffusion.defaults import SAMPLERS
 
-    sampler = as_choice(param(req, "sampler", sampler or DEFAULT_SAMPLER), "sampler", SAMPLERS)
-    steps = as_int(param(req, "steps", steps or DEFAULT_STEPS), "steps", 1, max_steps)
+    sampler = param(req, "sampler", sampler)
+    sampler = None if sampler is None else as_choice(sampler, "sampler", SAMPLERS)
+    steps = param(req, "steps", steps)
+    steps = None if steps is None else as_int(steps, "steps", 1, max_steps)
     scale = as_float(param(req, "scale", 2), "scale", 1.0, 4.0)
     seed = as_int(param(req, "seed", 0), "seed", 0, 2**31 - 1)
     tile = as_int(param(req, "tile", 512), "tile", 32, 4096)

@@ -177,11 +177,10 @@ def enhance_drr(drr, labels: Sequence[Any], enhancer, scale: float = 2.0, sample
                 steps: int | None = None, seed: int = 0, tile: int | None = 512):
     """Enhance a DRR and carry its labels: returns (image (H, W) float32 in [0, 1], the detector geometry of the
     enhanced grid (same detector, finer pixels: its projection matrix maps onto the new pixels), labels on it)."""
-    from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
     from dxr_core.nodules.rescale import rescale_labels
 
-    out = enhancer.enhance(drr.image, scale=scale, sampler=sampler or DEFAULT_SAMPLER, steps=steps or DEFAULT_STEPS,
-                           seed=seed, tile=tile)
+    # sampler / steps None: the model's own defaults (Enhancer.default_sampling)
+    out = enhancer.enhance(drr.image, scale=scale, sampler=sampler, steps=steps, seed=seed, tile=tile)
     rows, cols = out.shape
     lq_rows, lq_cols = drr.geometry.size
     grid = drr.geometry.with_size((rows, cols))

@@ -114,14 +114,16 @@ class DiffusionXRayApp(MONAILabelApp):
     def validate_infer(self, model: str, params: Dict[str, Any]) -> None:
         """Check a request's values against the task and this server's limits (dxr_core OptionError -> 422)."""
         from dxr_core.params import DRRParams, parse_enhance
-        from lib.infers.enhance import check_work
+        from lib.infers.enhance import check_work, checkpoint_facts
 
         p = DRRParams.from_request(params, self.cfg.max_size)
         if model == "drr_enhance":
             task: EnhanceTask = self._infers["drr_enhance"]
             path = task._require_model()
             e = parse_enhance(params, self.cfg.sampler, self.cfg.steps, self.cfg.max_steps)
-            evaluations = e["steps"] if e["sampler"] != "ddpm" else _train_timesteps(path)
+            T, (d_sampler, d_steps) = checkpoint_facts(path)
+            sampler, steps = e["sampler"] or d_sampler, e["steps"] or d_steps  # None: the model's defaults
+            evaluations = steps if sampler != "ddpm" else T
             # the output size of a CT input is known now; a radiograph's is checked by the worker after reading it
             check_work(evaluations, (round(p.size[0] * e["scale"]), round(p.size[1] * e["scale"])), self.cfg)
 
@@ -172,16 +174,3 @@ class DiffusionXRayApp(MONAILabelApp):
         return scrub_json(meta, roots)  # /info never shows a server path
 
 
-_TIMESTEPS: Dict[tuple, int] = {}
-
-
-def _train_timesteps(path: str) -> int:
-    """T of a checkpoint (the number of evaluations of the full ancestral sampler), read once per file version."""
-    st = os.stat(path)
-    key = (path, st.st_mtime_ns, st.st_size)
-    if key not in _TIMESTEPS:
-        import torch
-
-        _TIMESTEPS[key] = int(
-            torch.load(path, map_location="cpu", weights_only=True)["diffusion"]["num_train_timesteps"])
-    return _TIMESTEPS[key]

@@ -81,6 +81,25 @@ def test_any_size_and_batch(trained):
     assert np.allclose(batch[1, 0].numpy(), single, atol=1e-5)
 
 
+def test_model_default_sampling(trained, tmp_path):
+    """A model may carry its own sampler / steps (meta "sampling"): used wherever none is given, CLI included."""
+    enh = trained["enh"]
+    assert enh.default_sampling == ("ddim", 10) and enh.evaluations() == 10  # no meta: the package defaults
+    one = Enhancer(enh.model, enh.model_config, enh.diffusion, {**enh.meta, "sampling": {"sampler": "ddim", "steps": 1}})
+    assert one.default_sampling == ("ddim", 1) and one.evaluations() == 1 and one.evaluations("ddim", 4) == 4
+    lq = make_pair(64, 2, seed=9)[0]
+    np.testing.assert_array_equal(one.enhance(lq, seed=2), one.enhance(lq, sampler="ddim", steps=1, seed=2))
+    assert not np.array_equal(one.enhance(lq, seed=2), one.enhance(lq, steps=4, seed=2))
+    one.save(tmp_path / "one.pt")
+    write_image(lq, tmp_path / "in" / "a.png")
+    proc = run_dxr("enhance", tmp_path / "in", "--out", tmp_path / "out", "--model", tmp_path / "one.pt")
+    assert proc.returncode == 0, proc.stderr
+    from dxr_core.io import read_radiograph
+
+    got = read_radiograph(tmp_path / "out" / "a.png")[0]
+    assert np.abs(got - one.enhance(lq, seed=0)).max() < 2 / 65535  # 16-bit PNG of the 1-step result
+
+
 def test_cli_enhance_formats_and_evaluate(trained, tmp_path):
     import pydicom
 

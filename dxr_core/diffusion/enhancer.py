@@ -107,6 +107,19 @@ class Enhancer:
                              "`dxr train ddpm-hq`.") from None
         return cls.from_state(st, device=device, source=str(path))
 
+    # ------------------------------------------------------------------ sampling defaults
+    @property
+    def default_sampling(self) -> tuple[str, int]:
+        """(sampler, steps) this model is meant to run with: its ``meta["sampling"]`` (set when it is exported,
+        stated in its model card), else the package defaults (``ddim``, 10)."""
+        s = self.meta.get("sampling") or {}
+        return str(s.get("sampler", DEFAULT_SAMPLER)), int(s.get("steps", DEFAULT_STEPS))
+
+    def resolve_sampling(self, sampler: str | None, steps: int | None) -> tuple[str, int]:
+        """``sampler`` / ``steps`` with None replaced by this model's defaults."""
+        d_sampler, d_steps = self.default_sampling
+        return (d_sampler if sampler is None else sampler), (d_steps if steps is None else int(steps))
+
     # ------------------------------------------------------------------ network
     @property
     def multiple(self) -> int:
@@ -141,8 +154,8 @@ class Enhancer:
 
     # ------------------------------------------------------------------ enhancement
     @torch.inference_mode()
-    def enhance_tensor(self, lq: torch.Tensor, scale: float = 2.0, sampler: str = DEFAULT_SAMPLER,
-                       steps: int = DEFAULT_STEPS,
+    def enhance_tensor(self, lq: torch.Tensor, scale: float = 2.0, sampler: str | None = None,
+                       steps: int | None = None,
                        seed: int | Sequence[int] = 0, tile: int | None = 512, overlap: int = 64, eta: float = 0.0,
                        tile_batch: int = 4, out_size: tuple[int, int] | None = None,
                        progress: bool = False, init: torch.Tensor | None = None,
@@ -151,11 +164,13 @@ class Enhancer:
 
         ``init`` ((B,1,H,W) in [0,1]) and ``strength`` in (0, 1]: SDEdit (Meng et al., ICLR 2022): the sampler
         starts at timestep ``strength * (T - 1)`` from ``init`` noised to that level instead of from pure noise,
-        so the result keeps ``init``'s structure coarser than that noise level (1: ignore ``init``)."""
+        so the result keeps ``init``'s structure coarser than that noise level (1: ignore ``init``).
+        ``sampler`` / ``steps`` None: the model's defaults (:attr:`default_sampling`)."""
+        sampler, steps = self.resolve_sampling(sampler, steps)
         if sampler not in SAMPLERS:
             raise OptionError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         if int(steps) < 1:
-            raise OptionError("--steps must be at least 1 (the default is 10).")
+            raise OptionError(f"--steps must be at least 1 (this model's default is {self.default_sampling[1]}).")
         if lq.ndim != 4 or lq.shape[1] != 1:
             raise InputError(f"expected a (B,1,H,W) single-channel batch, got shape {tuple(lq.shape)}; convert the "
                              "radiograph to greyscale first.")
@@ -204,8 +219,8 @@ class Enhancer:
         a, s = float(self.schedule.alpha[start]), float(self.schedule.sigma[start])
         return a * x + s * noise, start
 
-    def enhance(self, image: np.ndarray, scale: float = 2.0, sampler: str = DEFAULT_SAMPLER,
-                steps: int = DEFAULT_STEPS, seed: int = 0,
+    def enhance(self, image: np.ndarray, scale: float = 2.0, sampler: str | None = None,
+                steps: int | None = None, seed: int = 0,
                 tile: int | None = 512, **kw) -> np.ndarray:
         """(h, w) float image in [0, 1] -> (round(h*scale), round(w*scale)) float32 in [0, 1]."""
         arr = np.asarray(image, dtype=np.float32)
@@ -214,8 +229,8 @@ class Enhancer:
         out = self.enhance_tensor(torch.from_numpy(arr)[None, None], scale, sampler, steps, seed, tile, **kw)
         return out[0, 0].numpy()
 
-    def evaluations(self, sampler: str, steps: int) -> int:
-        return network_evaluations(sampler, steps, self.schedule.T)
+    def evaluations(self, sampler: str | None = None, steps: int | None = None) -> int:
+        return network_evaluations(*self.resolve_sampling(sampler, steps), self.schedule.T)
 
 
 def load_enhancer(path: str | os.PathLike | None = None, device: str = "cpu") -> Enhancer:
@@ -228,7 +243,7 @@ def load_enhancer(path: str | os.PathLike | None = None, device: str = "cpu") ->
     return Enhancer.from_checkpoint(path, device=device)
 
 
-def enhance(image: np.ndarray, scale: float = 2.0, sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS,
+def enhance(image: np.ndarray, scale: float = 2.0, sampler: str | None = None, steps: int | None = None,
             seed: int = 0,
             tile: int | None = 512, model: str | os.PathLike | Enhancer | None = None, **kw) -> np.ndarray:
     """One-call enhancement of a (h, w) image in [0, 1] with the shipped (or given) model."""

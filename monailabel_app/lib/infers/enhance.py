@@ -47,6 +47,26 @@ logger = logging.getLogger(__name__)
 
 
 
+_TIMESTEPS: dict = {}
+
+
+def checkpoint_facts(path: str) -> tuple[int, tuple[str, int]]:
+    """T of a checkpoint (the number of evaluations of the full ancestral sampler) and its default (sampler, steps),
+    read once per file version."""
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _TIMESTEPS:
+        import torch
+
+        from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
+
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        sampling = (ck.get("meta") or {}).get("sampling") or {}
+        _TIMESTEPS[key] = (int(ck["diffusion"]["num_train_timesteps"]),
+                           (str(sampling.get("sampler", DEFAULT_SAMPLER)), int(sampling.get("steps", DEFAULT_STEPS))))
+    return _TIMESTEPS[key]
+
+
 def check_work(evaluations: int, out_size: Tuple[int, int], cfg: AppConfig) -> None:
     """Refuse (422, before any work) an enhancement that would cost more than this server allows."""
     if evaluations > cfg.max_steps:
@@ -90,8 +110,12 @@ class EnhanceTask(DXRInferTask):
                    "(default 2), seed, tile, output_dtype.")
 
     def default_config(self) -> dict:
-        return {"sampler": self.cfg.sampler or DEFAULT_SAMPLER, "steps": self.cfg.steps or DEFAULT_STEPS, "scale": 2,
-                "seed": 0}
+        sampler, steps = DEFAULT_SAMPLER, DEFAULT_STEPS
+        try:  # the model's own defaults (its meta "sampling"), unless the server sets them
+            sampler, steps = checkpoint_facts(self._require_model())[1]
+        except Exception:  # no model yet: requests will get the clear error; show the package defaults
+            pass
+        return {"sampler": self.cfg.sampler or sampler, "steps": self.cfg.steps or steps, "scale": 2, "seed": 0}
 
     def __init__(self, cfg: AppConfig, ct_cache: CTCache):
         super().__init__(cfg, ct_cache)
@@ -166,6 +190,7 @@ class EnhanceTask(DXRInferTask):
     def run_inferer(self, data, convert_to_batch=True, device="cuda"):
         e = data["dxr_enhance"]
         enhancer = self._enhancers.get(data["dxr_model_path"], self.cfg.device)
+        e["sampler"], e["steps"] = enhancer.resolve_sampling(e["sampler"], e["steps"])  # None: the model's default
         evaluations = enhancer.evaluations(e["sampler"], e["steps"])
         rows, cols = data["lq"].shape
         check_work(evaluations, (round(rows * e["scale"]), round(cols * e["scale"])), self.cfg)
