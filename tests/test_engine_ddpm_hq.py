@@ -82,6 +82,23 @@ def test_options_and_inputs(pairs, tmp_path):
         train_ddpm_hq(TrainConfig(pairs=str(tmp_path), out=str(tmp_path / "y"), iters=2, **ARGS))
     proc = run_dxr("train", "ddpm-hq", "--pairs", pairs, "--out", tmp_path / "z", "--preset", "huge", "--iters", "1")
     assert proc.returncode == 2 and "preset" in proc.stderr and "Traceback" not in proc.stderr
+    for bad in ((0.5, 0.2), (-0.1, 1.0), (0.0, 1.5)):
+        with pytest.raises(OptionError, match="t-range"):
+            train_ddpm_hq(TrainConfig(pairs=str(pairs), out=str(tmp_path / "t"), iters=1, t_range=bad, **ARGS))
+    proc = run_dxr("train", "ddpm-hq", "--pairs", pairs, "--out", tmp_path / "w", "--t-range", "0.9", "--iters", "1")
+    assert proc.returncode == 2 and "--t-range" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_t_range_trains_the_few_step_regime(pairs, tmp_path):
+    """--t-range moves the trained timesteps (same seeds, same weights: only t differs, so the losses differ) and is
+    recorded in the model."""
+    args = dict(ARGS, lr=0.0)
+    hi = train_ddpm_hq(TrainConfig(pairs=str(pairs), out=str(tmp_path / "hi"), iters=12, t_range=(0.9, 1.0), **args))
+    lo = train_ddpm_hq(TrainConfig(pairs=str(pairs), out=str(tmp_path / "lo"), iters=12, t_range=(0.0, 0.1), **args))
+    assert hi and lo
+    loss = {k: sum(r["loss"] for r in read_loss_log(tmp_path / k)) for k in ("hi", "lo")}
+    assert loss["hi"] != loss["lo"]
+    assert list(load_enhancer(tmp_path / "hi").meta["train_config"]["t_range"]) == [0.9, 1.0]
 
 
 def test_init_from_checkpoint(pairs, tmp_path):

@@ -60,6 +60,7 @@ class TrainConfig:
     stop_at: int | None = None  # stop (as if killed) after this iteration, checkpoint kept: for resume tests
     threads: int | None = None
     init: str | None = None  # fine-tune from this enhancer checkpoint (its network + diffusion set-up win)
+    t_range: tuple[float, float] = (0.0, 1.0)  # train on timesteps in [lo*T, hi*T): (0.9, 1) tunes few-step use
     condition: str = "lq"  # "lq": the upsampled LQ image; "none": zeros (an unconditional model, DDPM-LQ stage 1)
     extra_meta: dict | None = None  # recorded in the exported model's meta (e.g. DDPM-LQ's stage and scales)
 
@@ -72,6 +73,10 @@ class TrainConfig:
             raise OptionError(f"unknown loss {self.loss!r}; use 'l1' or 'l2'.")
         if self.backend not in (None, "gloo", "nccl"):
             raise OptionError(f"unknown backend {self.backend!r}; use gloo (CPU) or nccl (GPU).")
+        lo, hi = (float(v) for v in self.t_range)
+        if not 0.0 <= lo < hi <= 1.0:
+            raise OptionError(f"--t-range {lo:g},{hi:g} must be two fractions of T with 0 <= LO < HI <= 1 "
+                              "(e.g. 0.9,1 to tune the model for one or a few sampling steps).")
         if self.condition not in ("lq", "none"):
             raise OptionError(f"unknown condition {self.condition!r}; use 'lq' or 'none'.")
 
@@ -150,7 +155,8 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
             cond = torch.zeros_like(cond)
         x0 = (hq - cond) * dcfg.residual_scale if dcfg.residual else hq
         g = torch.Generator().manual_seed(_iter_seed(cfg.seed, it, rank, 1))
-        t = torch.randint(0, schedule.T, (x0.shape[0],), generator=g)
+        t_lo = min(schedule.T - 1, int(cfg.t_range[0] * schedule.T))
+        t = torch.randint(t_lo, max(t_lo + 1, int(round(cfg.t_range[1] * schedule.T))), (x0.shape[0],), generator=g)
         noise = torch.randn(x0.shape, generator=g).to(device)
         t = t.to(device)
         x_t = schedule.add_noise(x0, noise, t)
