@@ -85,7 +85,8 @@ def test_model_default_sampling(trained, tmp_path):
     """A model may carry its own sampler / steps (meta "sampling"): used wherever none is given, CLI included."""
     enh = trained["enh"]
     assert enh.default_sampling == ("ddim", 10) and enh.evaluations() == 10  # no meta: the package defaults
-    one = Enhancer(enh.model, enh.model_config, enh.diffusion, {**enh.meta, "sampling": {"sampler": "ddim", "steps": 1}})
+    meta = {**enh.meta, "sampling": {"sampler": "ddim", "steps": 1}}
+    one = Enhancer(enh.model, enh.model_config, enh.diffusion, meta)
     assert one.default_sampling == ("ddim", 1) and one.evaluations() == 1 and one.evaluations("ddim", 4) == 4
     lq = make_pair(64, 2, seed=9)[0]
     np.testing.assert_array_equal(one.enhance(lq, seed=2), one.enhance(lq, sampler="ddim", steps=1, seed=2))
