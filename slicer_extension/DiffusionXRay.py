@@ -41,7 +41,7 @@ SETTINGS_URL_KEY = "DiffusionXRay/serverURL"
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
 VIEWS = ("pa", "ap", "lateral", "rlat")
 SAMPLERS = ("ddim", "dpmpp", "ddpm")  # first = default, as dxr_core.diffusion.defaults
-DEFAULT_STEPS = 10  # = dxr_core.diffusion.defaults.DEFAULT_STEPS (tested)
+DEFAULT_STEPS = 0  # 0 = send no steps: the server's model uses its own default (its model card; tested)
 PRESETS = ("pa-chest", "ap-portable", "lateral", "none")  # first = default, as dxr_core.drr.presets (tested)
 PRESET_KVP = {"pa-chest": 125.0, "ap-portable": 100.0, "lateral": 125.0, "none": 120.0}  # (tested)
 NODULE_KINDS = ("solid", "part_solid", "ggo", "calcified")
@@ -95,7 +95,7 @@ class DiffusionXRayParameterNode:
     noduleKind: Annotated[str, Choice(list(NODULE_KINDS))] = "solid"
     noduleSize: Annotated[float, WithinRange(3.0, 30.0)] = 10.0
     sampler: Annotated[str, Choice(list(SAMPLERS))] = "ddim"
-    steps: Annotated[int, WithinRange(1, 1000)] = DEFAULT_STEPS
+    steps: Annotated[int, WithinRange(0, 1000)] = DEFAULT_STEPS
     scale: Annotated[float, WithinRange(1.0, 4.0)] = 2.0
     radiographVolume: vtkMRMLScalarVolumeNode
 
@@ -375,14 +375,17 @@ class DiffusionXRayLogic(ScriptedLoadableModuleLogic):
                    scale=2.0, preset=PRESETS[0], **extra):
         """Request parameters for ``task`` (``drr`` ignores the enhancement ones; "radiograph" has only those).
         ``kvp`` None: the preset's."""
+        enh = {"sampler": sampler, "scale": float(scale)}
+        if int(steps) > 0:  # 0: the model's own default
+            enh["steps"] = int(steps)
         if task == "radiograph":
-            return {"sampler": sampler, "steps": int(steps), "scale": float(scale), "seed": int(seed)}
+            return {**enh, "seed": int(seed)}
         size = [int(v) for v in size] if isinstance(size, (list, tuple)) else int(size)  # N or [rows, cols]
         params = {"preset": preset, "view": view, "size": size, "nodules": int(nodules), "seed": int(seed)}
         if kvp is not None:
             params["kvp"] = float(kvp)
         if task == TASK_ENHANCE:
-            params.update({"sampler": sampler, "steps": int(steps), "scale": float(scale)})
+            params.update(enh)
         params.update({k: v for k, v in extra.items() if v is not None})
         return params
 

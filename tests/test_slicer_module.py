@@ -189,7 +189,7 @@ def test_logic_parameters_and_refusals(fake):
     assert logic.parameters("drr", size=(24, 32))["size"] == [24, 32]
     p = logic.parameters("drr_enhance", sampler="ddim", steps=5, scale=2, nodule_size=None)
     assert p["sampler"] == "ddim" and p["steps"] == 5 and p["scale"] == 2.0 and "nodule_size" not in p
-    assert set(logic.parameters("radiograph")) == {"sampler", "steps", "scale", "seed"}
+    assert set(logic.parameters("radiograph", steps=3)) == {"sampler", "steps", "scale", "seed"}
     with pytest.raises(ValueError):
         logic.startRequest("segment", study="x")
     with pytest.raises(fake.module.DXRClientError, match="Select a CT volume"):
@@ -380,7 +380,7 @@ def test_enhance_a_radiograph_in_the_scene(fake, client_cls):
     w.ui.enhanceRadiographButton.click()
     client = _last_client()
     assert client.started.wait(10)
-    assert set(client.calls[0]["params"]) == {"sampler", "steps", "scale", "seed"}
+    assert set(client.calls[0]["params"]) == {"sampler", "scale", "seed"}  # steps 0: the model's own default
     client.result_size = (6, 8)  # 2x
     client.release.set()
     fake.poll_until(w, lambda: not w.pollTimer.isActive())
@@ -589,13 +589,16 @@ def test_lateral_geometry_and_empty_label_box():
 def test_defaults_follow_the_library(fake):
     """The module's defaults are the library's (preset, its kVp, sampler steps), so a plain click gives what
     `dxr drr` / `dxr enhance` give."""
-    from dxr_core.diffusion.defaults import DEFAULT_STEPS
     from dxr_core.drr.presets import DEFAULT_PRESET, PRESETS
 
     mod = fake.module
     assert mod.PRESETS[0] == DEFAULT_PRESET and set(mod.PRESETS) == set(PRESETS) | {"none"}
     assert all(mod.PRESET_KVP[k] == PRESETS[k].kvp for k in PRESETS) and mod.PRESET_KVP["none"] == 120.0
-    assert mod.DEFAULT_STEPS == DEFAULT_STEPS
+    # steps 0 (the default): no "steps" is sent, so the server's model runs with its own default
+    logic = mod.DiffusionXRayLogic
+    assert mod.DEFAULT_STEPS == 0 and "steps" not in logic.parameters(mod.TASK_ENHANCE)
+    assert "steps" not in logic.parameters("radiograph")
+    assert logic.parameters(mod.TASK_ENHANCE, steps=4)["steps"] == 4
     from dxr_core.params import KVP_RANGE
 
     w = fake.widget()
