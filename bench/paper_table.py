@@ -4,12 +4,13 @@ invented structure.
 
     .venv/bin/python bench/paper_table.py --hq CXR_DIR --manifest split.csv --split test \
         --lq area=area --lq munit=munit:model=MUNIT/model.pt --lq ddpm=ddpm:model=DDPM_LQ/model.pt \
-        --model shipped=shipped --model mix=RUN/model.pt [--hq-size 512] [--steps 10] [--out /tmp/table]
+        --model shipped=shipped --model mix=RUN/model.pt [--hq-size 512] [--steps N] [--out /tmp/table]
 
 ``--lq NAME=METHOD[:KEY=VALUE,...]``: an LQ test set (``dxr_core.degrade`` method and options, seed = image index).
 ``--model NAME=PATH`` (``shipped`` = the shipped weights): a DDPM-HQ enhancer. Every held-out HQ radiograph (central
 square at ``--hq-size``) is degraded 2x by each LQ method and enhanced back 2x by each model (default sampler,
-``--steps``, seed 0); bicubic upsampling of the same LQ is the first row of each block. Measures
+``--steps``, default: each model's own; seed 0); bicubic upsampling of the same LQ is the first row of each block.
+Measures
 (``dxr_core.metrics.restoration``): PSNR / SSIM / MS-SSIM (data range 1) of the whole image and inside the lung
 fields (no masks exist for these radiographs: the dark 30 % of the central 80 % of the reference stands in),
 ``noise`` (high-pass spread in the reference's flat regions, ratio to the reference's; goal <= 1.1) and
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lq", type=_named, action="append", required=True, metavar="NAME=METHOD[:K=V,...]")
     ap.add_argument("--model", type=_named, action="append", required=True, metavar="NAME=PATH")
     ap.add_argument("--hq-size", type=int, default=512, help="HQ side (LQ = half; default 512 -> 256)")
-    ap.add_argument("--steps", type=int, default=None, help="sampler evaluations (default: the library's)")
+    ap.add_argument("--steps", type=int, default=None, help="sampler evaluations (default: each model's own)")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="/tmp/paper_table")
@@ -74,11 +75,9 @@ def main(argv=None) -> int:
     from dxr_core.degrade import degrade
     from dxr_core.degrade.pairs import central_square
     from dxr_core.diffusion import load_enhancer
-    from dxr_core.diffusion.defaults import DEFAULT_STEPS
     from dxr_core.diffusion.enhancer import upsample_condition
     from dxr_core.metrics.restoration import flat_mask, lung_proxy_mask, restoration_measures
 
-    steps = args.steps or DEFAULT_STEPS
     ds = RadiographFolder(args.hq, manifest=args.manifest, split=args.split.split(","))
     n = len(ds) if not args.limit else min(args.limit, len(ds))
     hqs = [central_square(ds.load(i), args.hq_size) for i in range(n)]
@@ -95,11 +94,12 @@ def main(argv=None) -> int:
             bic = ((upsample_condition(torch.from_numpy(lq)[None, None] * 2 - 1, hq.shape)[0, 0] + 1) / 2).numpy()
             rows["bicubic"].append(restoration_measures(np.clip(bic, 0, 1), hq, lungs, flat))
             for m, enh in models.items():
-                out = enh.enhance(lq, scale=2, steps=steps, seed=0, out_size=hq.shape)
+                out = enh.enhance(lq, scale=2, steps=args.steps, seed=0, out_size=hq.shape)  # None: the model's
                 rows[m].append(restoration_measures(out, hq, lungs, flat))
         table[lq_name] = {"method": method, "options": options, "rows": rows}
         print(f"\nLQ test set {lq_name} ({method}{' ' + json.dumps(options) if options else ''}): {n} held-out "
-              f"radiographs of split {args.split}, {args.hq_size}^2 HQ, {steps} evaluations")
+              f"radiographs of split {args.split}, {args.hq_size}^2 HQ, evaluations: "
+              + ", ".join(f"{m} {enh.evaluations(None, args.steps)}" for m, enh in models.items()))
         print("| restored by | PSNR | SSIM | MS-SSIM | PSNR lungs | SSIM lungs | MS-SSIM lungs | noise | invented "
               "| wins vs bicubic |")
         print("|---|---|---|---|---|---|---|---|---|---|")

@@ -1,10 +1,10 @@
 """DDPM-HQ on held-out real radiographs: PSNR / SSIM against bicubic, added noise and invented structure.
 
-    python bench/real_enhance.py --pairs DIR [--model PATH|shipped] [--window 512] [--steps 20] [--limit N]
+    python bench/real_enhance.py --pairs DIR [--model PATH|shipped] [--window 512] [--steps N] [--limit N]
 
 ``DIR`` holds ``lq/`` and ``hq/`` pairs of radiographs never trained on (e.g. ``dxr make-pairs --method area
---manifest split.csv --split test``). Every image is enhanced 2x with the default sampler and compared with its HQ,
-beside bicubic upsampling of the same LQ (the peer, measured in the same run):
+--manifest split.csv --split test``). Every image is enhanced 2x with the model's default sampler and steps and
+compared with its HQ, beside bicubic upsampling of the same LQ (the peer, measured in the same run):
 
 - PSNR and SSIM (data range 1) of the whole image or of its central ``--window`` (HQ pixels);
 - ``noise``: standard deviation of the high-pass (image minus its gaussian blur, sigma 2 px) inside *flat* regions
@@ -39,8 +39,8 @@ def main() -> int:
     ap.add_argument("--pairs", required=True)
     ap.add_argument("--model", default="shipped")
     ap.add_argument("--window", type=int, default=0, help="central HQ window in pixels (0: whole image)")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--sampler", default="ddim")
+    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's own)")
+    ap.add_argument("--sampler", default=None, help="sampler (default: the model's own)")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -52,6 +52,7 @@ def main() -> int:
     from dxr_core.diffusion.enhancer import upsample_condition
 
     enh = load_enhancer(None if args.model == "shipped" else args.model)
+    args.sampler, args.steps = enh.resolve_sampling(args.sampler, args.steps)
     files = find_pairs(args.pairs)
     if args.limit:
         files = files[: args.limit]

@@ -145,11 +145,10 @@ def test_bad_config_is_one_clear_error(cts, tmp_path):
 
 def test_defaults_follow_the_library():
     from dxr_core.dataset import DatasetConfig
-    from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
     from dxr_core.drr.presets import DEFAULT_PRESET
 
-    cfg = DatasetConfig()
-    assert (cfg.steps, cfg.sampler, cfg.preset) == (DEFAULT_STEPS, DEFAULT_SAMPLER, DEFAULT_PRESET)
+    cfg = DatasetConfig()  # sampler / steps None: the enhancer model's own defaults
+    assert (cfg.steps, cfg.sampler, cfg.preset) == (None, None, DEFAULT_PRESET)
 
 
 def test_dxr_enhance_carries_sidecar_and_labels(cts, tiny_ddpm_hq_model, tmp_path):

@@ -15,8 +15,8 @@ Example ``dataset.toml`` (every key optional; these are the defaults)::
     nodule_size_mm = [6, 20]   # diameter range
     enhance = true             # DDPM-HQ 2x enhancement
     model = "shipped"          # or a checkpoint path
-    sampler = "ddim"
-    steps = 10                 # DDIM network evaluations (the enhancer's default, see its model card)
+    # sampler = "ddim"         # default: the model's own (its model card)
+    # steps = 1                # network evaluations; default: the model's own (1 for the shipped default)
     scale = 2
     formats = ["png"]          # png (16-bit) and/or dcm (DICOM DX)
     split = [0.7, 0.15, 0.15]  # train / val / test shares of the CTs (patients): no patient in two splits
@@ -53,8 +53,8 @@ class DatasetConfig:
     nodule_size_mm: list = field(default_factory=lambda: [6.0, 20.0])
     enhance: bool = True
     model: str = "shipped"
-    sampler: str = "ddim"
-    steps: int = 10  # = dxr_core.diffusion.defaults.DEFAULT_STEPS (tested)
+    sampler: str | None = None  # None: the model's own (Enhancer.default_sampling; tested)
+    steps: int | None = None
     scale: float = 2.0
     formats: list = field(default_factory=lambda: ["png"])
     split: list = field(default_factory=lambda: [0.7, 0.15, 0.15])
@@ -94,9 +94,10 @@ class DatasetConfig:
             raise OptionError(f"formats must be a non-empty list of {', '.join(FORMATS)}; got {self.formats!r}.")
         if len(self.split) != 3 or min(self.split) < 0 or not math.isclose(sum(self.split), 1.0, abs_tol=1e-6):
             raise OptionError(f"split must be three shares (train, val, test) summing to 1; got {self.split!r}.")
-        if not 1 <= int(self.steps) <= 1000 or not 1 <= float(self.scale) <= 4:
+        if (self.steps is not None and not 1 <= int(self.steps) <= 1000) or not 1 <= float(self.scale) <= 4:
             raise OptionError("steps must be 1..1000 and scale 1..4.")
-        self.images_per_ct, self.size, self.steps = int(self.images_per_ct), int(self.size), int(self.steps)
+        self.images_per_ct, self.size = int(self.images_per_ct), int(self.size)
+        self.steps = None if self.steps is None else int(self.steps)
         return self
 
     def to_dict(self) -> dict[str, Any]:

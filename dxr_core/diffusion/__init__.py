@@ -7,7 +7,8 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "enhancer": ["DEFAULT_WEIGHTS", "Enhancer", "enhance", "load_enhancer", "upsample_condition"],
+        "enhancer": ["DEFAULT_WEIGHTS", "PHANTOM_WEIGHTS", "Enhancer", "enhance", "load_enhancer",
+                     "upsample_condition"],
         "samplers": ["SAMPLERS", "network_evaluations", "sample"],
         "schedule": ["DiffusionConfig", "NoiseSchedule"],
     },

@@ -29,7 +29,10 @@ from dxr_core.models import ModelConfig, build_model
 
 CHECKPOINT_FORMAT = "dxr-ddpm-hq/1"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "ddpm_hq_pu_small.pt"
+#: the default: fine-tuned on real radiographs (model card ddpm_hq_real_pu_small.md)
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "ddpm_hq_real_pu_small.pt"
+#: trained on the chest phantom's DRR pairs only (model card ddpm_hq_pu_small.md): the init of the default
+PHANTOM_WEIGHTS = WEIGHTS_DIR / "ddpm_hq_pu_small.pt"
 
 
 def upsample_condition(lq: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
