@@ -51,7 +51,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from dxr_core.diffusion import load_enhancer
-    from dxr_core.diffusion.enhancer import upsample_condition
+    from dxr_core.diffusion.enhancer import bicubic_upsample
     from dxr_core.io.ct import read_ct
     from dxr_core.nodules import random_nodules
     from dxr_core.params import DRRParams
@@ -78,12 +78,9 @@ def main(argv=None) -> int:
             r0 = int(np.clip(round(row) - 32, 0, 512 - 64))
             c0 = int(np.clip(round(col) - 32, 0, 512 - 64))
             win = np.s_[r0:r0 + 64, c0:c0 + 64]
-            lq_with, lq_without = drr.image[win], base.image[win]
-            out = {name: enh.enhance(img, scale=2, seed=args.seed, tile=None)
-                   for name, img in (("with", lq_with), ("without", lq_without))}
-            bic = {name: ((upsample_condition(torch.from_numpy(np.ascontiguousarray(img))[None, None] * 2 - 1,
-                                              (128, 128)) + 1) / 2)[0, 0].numpy()
-                   for name, img in (("with", lq_with), ("without", lq_without))}
+            lq = {"with": drr.image[win], "without": base.image[win]}
+            out = {name: enh.enhance(img, scale=2, seed=args.seed, tile=None) for name, img in lq.items()}
+            bic = {name: bicubic_upsample(img, (128, 128)) for name, img in lq.items()}
             ref = bic["with"] - bic["without"]
             mask = np.abs(ref) > 0.5 * np.abs(ref).max()
             ring = binary_dilation(mask, iterations=12) & ~binary_dilation(mask, iterations=4)

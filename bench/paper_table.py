@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     from dxr_core.degrade import degrade
     from dxr_core.degrade.pairs import central_square
     from dxr_core.diffusion import load_enhancer
-    from dxr_core.diffusion.enhancer import upsample_condition
+    from dxr_core.diffusion.enhancer import bicubic_upsample
     from dxr_core.metrics.restoration import flat_mask, lung_proxy_mask, restoration_measures
 
     ds = RadiographFolder(args.hq, manifest=args.manifest, split=args.split.split(","))
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         for i, hq in enumerate(hqs):
             lq = degrade(hq, method, seed=i, **options)
             flat, lungs = flat_mask(hq), lung_proxy_mask(hq)
-            bic = ((upsample_condition(torch.from_numpy(lq)[None, None] * 2 - 1, hq.shape)[0, 0] + 1) / 2).numpy()
+            bic = bicubic_upsample(lq, hq.shape)
             rows["bicubic"].append(restoration_measures(np.clip(bic, 0, 1), hq, lungs, flat))
             for m, enh in models.items():
                 out = enh.enhance(lq, scale=2, steps=args.steps, seed=0, out_size=hq.shape)  # None: the model's

@@ -49,7 +49,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     from dxr_core.data.pairs import find_pairs, read_image
     from dxr_core.diffusion import load_enhancer
-    from dxr_core.diffusion.enhancer import upsample_condition
+    from dxr_core.diffusion.enhancer import bicubic_upsample
 
     enh = load_enhancer(None if args.model == "shipped" else args.model)
     args.sampler, args.steps = enh.resolve_sampling(args.sampler, args.steps)
@@ -65,7 +65,7 @@ def main() -> int:
             hq = hq[r0:r0 + w, c0:c0 + w]
             lq = lq[r0 // 2:(r0 + w) // 2, c0 // 2:(c0 + w) // 2]
         out = enh.enhance(lq, scale=2, sampler=args.sampler, steps=args.steps, seed=0)
-        bic = ((upsample_condition(torch.from_numpy(lq)[None, None] * 2 - 1, hq.shape)[0, 0] + 1) / 2).numpy()
+        bic = bicubic_upsample(lq, hq.shape)
         from dxr_core.metrics.restoration import flat_mask
 
         flat = flat_mask(hq)

@@ -11,17 +11,13 @@ import pytest
 import torch
 
 from dxr_core.data import pair_window
-from dxr_core.diffusion import DEFAULT_WEIGHTS, load_enhancer, upsample_condition
-from dxr_core.diffusion.enhancer import PHANTOM_WEIGHTS
+from dxr_core.diffusion import DEFAULT_WEIGHTS, load_enhancer
+from dxr_core.diffusion.enhancer import PHANTOM_WEIGHTS, bicubic_upsample
 from dxr_core.metrics import psnr, ssim
 from dxr_core.phantom import drr_pair
 
 HELD_OUT_SEED = 777_001  # training used seeds 1_100_000 .. 1_100_039
 HELD_OUT_REAL = Path(__file__).parent / "data" / "real_cxr_heldout"  # test patients of the split (ATTRIBUTION.md)
-
-
-def _bicubic(lq: np.ndarray, shape) -> np.ndarray:
-    return ((upsample_condition(torch.from_numpy(lq)[None, None] * 2 - 1, shape) + 1) / 2)[0, 0].clamp(0, 1).numpy()
 
 
 def _one_thread(fn):
@@ -52,7 +48,7 @@ def test_default_weights_beat_bicubic_on_held_out_real_radiographs():
         hq = read_image(f)
         lq = degrade(hq, "area", seed=0, scale=2)
         pred = _one_thread(lambda: enh.enhance(lq, scale=2, seed=0, tile=None))
-        bic = _bicubic(lq, hq.shape)
+        bic = bicubic_upsample(lq, hq.shape)
         inner = np.s_[8:-8, 8:-8]  # both upsamplers see the same window edge; compare away from it
         m = restoration_measures(pred[inner], hq[inner], flat=flat_mask(hq[inner]))
         b = restoration_measures(bic[inner], hq[inner], flat=flat_mask(hq[inner]))
@@ -72,7 +68,7 @@ def test_phantom_weights_small_documented_and_useful():
     lq, hq = drr_pair(HELD_OUT_SEED, 1024, fine_spacing_mm=0.8)
     lq, hq = pair_window(lq, hq, 256)
     pred = _one_thread(lambda: enh.enhance(lq, scale=2, seed=0, tile=None))  # its defaults (ddim, 10 steps)
-    bic = _bicubic(lq, hq.shape)
+    bic = bicubic_upsample(lq, hq.shape)
     assert pred.shape == hq.shape and np.isfinite(pred).all()
     inner = np.s_[8:-8, 8:-8]
     p_pred, p_bic = psnr(pred[inner], hq[inner]), psnr(bic[inner], hq[inner])
@@ -108,11 +104,8 @@ def test_shipped_model_keeps_an_inserted_nodule(weights):
     finally:
         torch.set_num_threads(threads)
 
-    def up(x):  # the model's own conditioning image: bicubic on the output grid
-        return ((upsample_condition(torch.from_numpy(np.ascontiguousarray(x))[None, None] * 2 - 1, (128, 128)) + 1)
-                / 2)[0, 0].numpy()
-
-    ref = up(with_nod.image[win]) - up(drr.image[win])  # the nodule as the input shows it, on the output grid
+    # the nodule as the input shows it, on the output grid (the model's own conditioning image)
+    ref = bicubic_upsample(with_nod.image[win], (128, 128)) - bicubic_upsample(drr.image[win], (128, 128))
     got = b - a
     inner = np.s_[8:-8, 8:-8]
     corr = np.corrcoef(ref[inner].ravel(), got[inner].ravel())[0, 1]

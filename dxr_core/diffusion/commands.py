@@ -138,18 +138,18 @@ def run_enhance(args) -> int:
         raise OptionError("--tile must be 0 (no tiling) or a positive number of pixels such as 512.")
     files = _collect_inputs(args.inputs)
     enh = load_enhancer(args.model, device=args.device)
+    sampler, steps = enh.resolve_sampling(args.sampler, args.steps)  # None: the model's own
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(files):
         img, spacing, meta = read_radiograph(f)
-        res = enh.enhance(img, scale=args.scale, sampler=args.sampler, steps=args.steps, seed=args.seed,
+        res = enh.enhance(img, scale=args.scale, sampler=sampler, steps=steps, seed=args.seed,
                           tile=args.tile or None, overlap=args.overlap, eta=args.eta, progress=sys.stderr.isatty())
         new_spacing = None
         if spacing is not None:
             new_spacing = (spacing[0] * img.shape[0] / res.shape[0], spacing[1] * img.shape[1] / res.shape[1])
         name = f.name if meta.get("format") != "dcm" or f.suffix.lower() in (".dcm", ".dicom") else f.name + ".dcm"
         dst = out / name
-        sampler, steps = enh.resolve_sampling(args.sampler, args.steps)
         desc = f"DDPM-HQ enhanced x{args.scale:g} ({sampler}, {enh.evaluations(sampler, steps)} NFE)"
         write_radiograph(res, new_spacing, dst, template_meta=meta, description=desc)
         _carry_labels(f, dst, meta, img.shape, res.shape)

@@ -42,6 +42,20 @@ def upsample_condition(lq: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(lq, size=tuple(size), mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
+def bicubic_upsample(lq: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) image in [0, 1] -> the model's condition as an image: bicubic on the (H, W) grid, float32 in [0, 1]
+    (the peer every enhancement is measured against)."""
+    x = torch.from_numpy(np.ascontiguousarray(lq, dtype=np.float32))[None, None] * 2 - 1
+    return ((upsample_condition(x, tuple(size)) + 1) / 2)[0, 0].numpy()
+
+
+def sampling_defaults(meta: dict | None) -> tuple[str, int]:
+    """(sampler, steps) of a checkpoint's ``meta["sampling"]`` (set when a model is exported, stated in its model
+    card), else the package defaults (``ddim``, 10)."""
+    s = (meta or {}).get("sampling") or {}
+    return str(s.get("sampler", DEFAULT_SAMPLER)), int(s.get("steps", DEFAULT_STEPS))
+
+
 def _balanced_roi(length: int, tile: int, overlap: int, multiple: int) -> int:
     if length <= tile:
         return length
@@ -113,10 +127,8 @@ class Enhancer:
     # ------------------------------------------------------------------ sampling defaults
     @property
     def default_sampling(self) -> tuple[str, int]:
-        """(sampler, steps) this model is meant to run with: its ``meta["sampling"]`` (set when it is exported,
-        stated in its model card), else the package defaults (``ddim``, 10)."""
-        s = self.meta.get("sampling") or {}
-        return str(s.get("sampler", DEFAULT_SAMPLER)), int(s.get("steps", DEFAULT_STEPS))
+        """(sampler, steps) this model is meant to run with (:func:`sampling_defaults` of its meta)."""
+        return sampling_defaults(self.meta)
 
     def resolve_sampling(self, sampler: str | None, steps: int | None) -> tuple[str, int]:
         """``sampler`` / ``steps`` with None replaced by this model's defaults."""

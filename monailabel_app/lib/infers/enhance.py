@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 
 
-_TIMESTEPS: dict = {}
+_CHECKPOINT_FACTS: dict = {}
 
 
 def checkpoint_facts(path: str) -> tuple[int, tuple[str, int]]:
@@ -55,16 +55,14 @@ def checkpoint_facts(path: str) -> tuple[int, tuple[str, int]]:
     read once per file version."""
     st = os.stat(path)
     key = (path, st.st_mtime_ns, st.st_size)
-    if key not in _TIMESTEPS:
+    if key not in _CHECKPOINT_FACTS:
         import torch
 
-        from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
+        from dxr_core.diffusion.enhancer import sampling_defaults
 
         ck = torch.load(path, map_location="cpu", weights_only=True)
-        sampling = (ck.get("meta") or {}).get("sampling") or {}
-        _TIMESTEPS[key] = (int(ck["diffusion"]["num_train_timesteps"]),
-                           (str(sampling.get("sampler", DEFAULT_SAMPLER)), int(sampling.get("steps", DEFAULT_STEPS))))
-    return _TIMESTEPS[key]
+        _CHECKPOINT_FACTS[key] = (int(ck["diffusion"]["num_train_timesteps"]), sampling_defaults(ck.get("meta")))
+    return _CHECKPOINT_FACTS[key]
 
 
 def check_work(evaluations: int, out_size: Tuple[int, int], cfg: AppConfig) -> None:
