@@ -172,8 +172,12 @@ def test_cli_and_degrade_hook(domains, tmp_path, capsys):
         train_munit_lq(MunitTrainConfig(hq=str(hq), lq=str(lq), out=str(tmp_path / "y"), preset="huge"))
     run = tmp_path / "cli"
     assert main(["train", "munit-lq", "--hq", str(hq), "--lq", str(lq), "--out", str(run), "--preset", "tiny",
-                 "--iters", "2", "--val-every", "2", "--threads", "1", "--no-progress"]) == 0
+                 "--iters", "2", "--val-every", "2", "--threads", "1", "--struct-w", "0.3", "--no-progress"]) == 0
     assert (run / "model.pt").is_file() and (run / "val.jsonl").is_file()
+    assert json.loads((run / "run.json").read_text())["model_config"]["struct_w"] == 0.3  # overrides the preset's 0
+    with pytest.raises(OptionError, match="struct-w"):
+        train_munit_lq(MunitTrainConfig(hq=str(hq), lq=str(lq), out=str(tmp_path / "z"), preset="tiny",
+                                        struct_w=-1.0))
     img = load_radiograph(list_radiographs(hq)[0])[0]
     out1, params = degrade(img, "munit", seed=5, model=str(run / "model.pt"), return_params=True)
     out2 = degrade(img, "munit", seed=5, model=str(run), style_from=str(list_radiographs(lq)[0]))

@@ -33,6 +33,9 @@ def _add_train_munit(tsub) -> None:
                    help="whole radiographs are resized to this longer side before cropping (default: the preset's)")
     m.add_argument("--batch-size", type=int, default=None)
     m.add_argument("--lr", type=float, default=None)
+    m.add_argument("--struct-w", type=float, default=None,
+                   help="weight of the structure loss that keeps the anatomy (default: the preset's; 1 for "
+                        "cpu-struct, 0 otherwise)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--hq-manifest", default=None, metavar="CSV",
                    help="patient split manifest of --hq (dxr_core.data.radiographs.patient_split): train on its "
@@ -55,6 +58,7 @@ def run_train_munit_lq(args) -> int:
 
     cfg = MunitTrainConfig(hq=args.hq, lq=args.lq, out=args.out, preset=args.preset, iters=args.iters,
                            crop=args.crop, image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
+                           struct_w=args.struct_w,
                            seed=args.seed, hq_manifest=args.hq_manifest, hq_split=args.hq_split, val_hq=args.val_hq,
                            val_lq=args.val_lq, val_every=args.val_every, ckpt_every=args.ckpt_every,
                            threads=args.threads, backend=args.backend, nproc_per_node=args.nproc_per_node,

@@ -39,6 +39,7 @@ class MunitTrainConfig:
     image_size: int | None = None    # None: the preset's
     batch_size: int | None = None
     lr: float | None = None
+    struct_w: float | None = None    # None: the preset's structure-loss weight
     seed: int = 0
     hq_manifest: str | None = None   # patient split manifest (dxr_core.data.radiographs.patient_split)
     hq_split: str = "train"
@@ -65,6 +66,8 @@ class MunitTrainConfig:
             raise OptionError(f"unknown backend {self.backend!r}; use gloo (CPU) or nccl (GPU).")
         if self.val_every < 1 or self.ckpt_every < 1:
             raise OptionError("--val-every and --ckpt-every must be at least 1.")
+        if self.struct_w is not None and not (self.struct_w >= 0):
+            raise OptionError(f"--struct-w must be 0 or more (got {self.struct_w}); 0 turns the structure loss off.")
         for name in ("hq", "lq"):
             if not Path(getattr(self, name)).expanduser().is_dir():
                 raise InputError(f"--{name} {getattr(self, name)!r} is not a folder; give a folder of "
@@ -74,7 +77,7 @@ class MunitTrainConfig:
         from dxr_core.models.munit import get_munit_config
 
         return get_munit_config(self.preset, crop=self.crop, image_size=self.image_size, batch_size=self.batch_size,
-                                lr=self.lr)
+                                lr=self.lr, struct_w=self.struct_w)
 
 
 def _iter_seed(*parts: int) -> int:
