@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     ap.add_argument("--drr-crop", type=float, default=1.0, metavar="F",
                     help="keep the central F of each DRR's side (0.75 drops the black surround of a CT's field of "
                          "view, framing the DRR like a radiograph; default 1: as rendered)")
+    ap.add_argument("--look-crop", type=float, default=1.0, metavar="F",
+                    help="the gap measures see only the central F of every image's side, LQ sets and DRRs alike: "
+                         "the look inside the chest without the framing (SSIM stays whole-image; default 1)")
     ap.add_argument("--random-split", action="store_true",
                     help="C2ST on random halves (default: split by patient and CT, which needs 2+ CTs)")
     ap.add_argument("--munit", default=None, help="MUNIT-LQ model (RUN/model.pt)")
@@ -78,11 +81,12 @@ def main(argv=None) -> int:
             methods["ddpm" if k == 0 else f"ddpm strength {strength:g}"] = (
                 "ddpm", {"model": args.ddpm, "steps": args.ddpm_steps, "strength": strength})
     res = evaluate_lq_methods(hq, refs, methods, seed=args.seed, hq_groups=hq_groups if by_group else None,
-                              drr_groups=drr_groups if by_group else None)
+                              drr_groups=drr_groups if by_group else None, look_crop=args.look_crop)
     res["drr_cts"] = sorted(set(drr_groups))
     res["models"] = {"munit": args.munit, "ddpm": args.ddpm}
     res["seconds"] = time.perf_counter() - t0
-    print(format_lq_table(res, f"splits {args.split}; DRRs: central {args.drr_crop:g} of each side"))
+    print(format_lq_table(res, f"splits {args.split}; DRRs: central {args.drr_crop:g} of each side; gap measures on "
+                                f"the central {args.look_crop:g} of every image"))
     rows = res["rows"]
     if "bicubic" in rows:
         for name in rows:

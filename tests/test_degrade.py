@@ -196,6 +196,21 @@ def test_lq_synthesis_gap_rows(unpaired_domains):
     assert rows["blur"]["ssim_to_source"] < rows["bicubic"]["ssim_to_source"]
     assert "| blur |" in format_lq_table(res)
 
+    # look_crop: the gap measures see the centre only, so a change of the framing alone is invisible to them
+    def reframed(x, i):
+        y = degrade(x, "bicubic").copy()
+        y[:6], y[-6:], y[:, :6], y[:, -6:] = 0.0, 1.0, 0.0, 1.0  # outside the central half of a 32-px side
+        return y
+
+    both = {"bicubic": ("bicubic", {}), "reframed": reframed}
+    whole, centre = (evaluate_lq_methods(hq, refs, both, grid=64, look_crop=f)["rows"] for f in (1.0, 0.5))
+    assert whole["reframed"]["spectrum"] != pytest.approx(whole["bicubic"]["spectrum"])
+    assert centre["reframed"]["spectrum"] == pytest.approx(centre["bicubic"]["spectrum"])
+    assert centre["reframed"]["histogram"] == pytest.approx(centre["bicubic"]["histogram"])
+    assert centre["reframed"]["ssim_to_source"] < centre["bicubic"]["ssim_to_source"]  # SSIM stays whole-image
+    with pytest.raises(ValueError, match="look_crop"):
+        evaluate_lq_methods(hq, refs, both, grid=64, look_crop=0.0)
+
 
 def test_shipped_ddpm_lq_makes_a_seeded_lq_version(hq):
     """`--method ddpm` works offline with the shipped model: seeded, on the LQ grid, keeps the anatomy."""

@@ -21,15 +21,21 @@ SOURCE_ROW = "HQ (area-downsampled, no degradation)"
 
 def evaluate_lq_methods(hq_images: list[np.ndarray], drr_refs: list[np.ndarray],
                         methods: Mapping[str, tuple[str, Mapping[str, Any]] | Callable], seed: int = 0,
-                        grid: int = 256, hq_groups: list | None = None, drr_groups: list | None = None) -> dict:
+                        grid: int = 256, hq_groups: list | None = None, drr_groups: list | None = None,
+                        look_crop: float = 1.0) -> dict:
     """``methods``: row name -> (degrade method, its options), e.g. ``{"ddpm": ("ddpm", {"model": path})}``, or
     a function ``f(hq_on_grid, i) -> lq`` (e.g. a translator held in memory). ``hq_groups`` / ``drr_groups``: the
     patient of each HQ image and the CT of each DRR; given, the classifier test splits by patient
-    (:func:`dxr_core.metrics.domain.classifier_two_sample_test`)."""
+    (:func:`dxr_core.metrics.domain.classifier_two_sample_test`). ``look_crop`` < 1: the gap measures see only the
+    central ``look_crop`` of every image's side (LQ sets and DRRs alike), i.e. the look inside the chest without the
+    framing (body outline, arms, a CT's field of view); SSIM to the source stays on the whole image."""
     from dxr_core.degrade import degrade
     from dxr_core.degrade.tone import match_tone, tone_quantiles
     from dxr_core.metrics import ssim
-    from dxr_core.metrics.domain import domain_gap, prepare
+    from dxr_core.metrics.domain import central_crop, domain_gap, prepare
+
+    if not 0 < look_crop <= 1:
+        raise ValueError(f"look_crop must be in (0, 1], got {look_crop}")
 
     lq_grid = grid // 2
     hq = [prepare(x, grid) for x in hq_images]
@@ -43,8 +49,10 @@ def evaluate_lq_methods(hq_images: list[np.ndarray], drr_refs: list[np.ndarray],
             method, options = how
             sets[name] = [degrade(x, method, seed=seed + i, **dict(options)) for i, x in enumerate(hq)]
     rows = {}
+    refs_look = [central_crop(x, look_crop) for x in refs]
     for name, imgs in sets.items():
-        g = domain_gap(refs, imgs, size=lq_grid, seed=seed, groups_a=drr_groups, groups_b=hq_groups)
+        g = domain_gap(refs_look, [central_crop(x, look_crop) for x in imgs], size=refs_look[0].shape[-1],
+                       seed=seed, groups_a=drr_groups, groups_b=hq_groups)
         rows[name] = {"spectrum": g["spectrum"]["distance"], "high_freq": g["spectrum"]["high_freq_difference"],
                       "histogram": g["histogram"]["distance"],
                       "c2st_accuracy": g["c2st"]["accuracy"] if g["c2st"] else None,
@@ -53,7 +61,7 @@ def evaluate_lq_methods(hq_images: list[np.ndarray], drr_refs: list[np.ndarray],
                       "ssim_same_tone": float(np.mean([ssim(a, match_tone(b, tone_quantiles(a)))
                                                        for a, b in zip(imgs, src)]))}
     return {"n_hq": len(hq), "n_drr": len(refs), "lq_grid": lq_grid, "rows": rows,
-            "c2st_split": "random halves" if hq_groups is None else "by patient / CT"}
+            "c2st_split": "random halves" if hq_groups is None else "by patient / CT", "look_crop": look_crop}
 
 
 def format_lq_table(res: dict, title: str = "") -> str:
