@@ -43,10 +43,14 @@ def main(argv=None) -> int:
     ap.add_argument("--random-split", action="store_true",
                     help="C2ST on random halves (default: split by patient and CT, which needs 2+ CTs)")
     ap.add_argument("--munit", default=None, help="MUNIT-LQ model (RUN/model.pt)")
+    ap.add_argument("--munit-style-dir", default=None, metavar="DIR",
+                    help="also a MUNIT row whose style codes are encoded from these DRRs (training DRRs, image i "
+                         "takes file i mod N) instead of drawn from the prior N(0, I)")
     ap.add_argument("--ddpm", default=None, help="DDPM-LQ stage-2 model (RUN/model.pt)")
     ap.add_argument("--ddpm-steps", type=int, default=10)
-    ap.add_argument("--ddpm-strength", default="1", metavar="S[,S...]",
-                    help="SDEdit strength(s) of DDPM-LQ (1: from pure noise); several give one row each")
+    ap.add_argument("--ddpm-strength", default=None, metavar="S[,S...]",
+                    help="SDEdit strength(s) of DDPM-LQ (1: from pure noise; default: the model's own, 0.3 for the "
+                         "shipped one); several give one row each")
     ap.add_argument("--out", default="/tmp/lq_synthesis_gap")
     ap.add_argument("--png", default=None, help="write the Figure-3 montage here")
     ap.add_argument("--seed", type=int, default=0)
@@ -76,8 +80,15 @@ def main(argv=None) -> int:
     methods: dict = {"bicubic": ("bicubic", {}), "high_order": ("high_order", {})}
     if args.munit:
         methods["munit"] = ("munit", {"model": args.munit})
+        if args.munit_style_dir:
+            from dxr_core.degrade import degrade
+
+            styles = list_radiographs(args.munit_style_dir)
+            methods["munit (DRR styles)"] = lambda x, i: degrade(x, "munit", seed=args.seed + i, model=args.munit,
+                                                                 style_from=str(styles[i % len(styles)]))
     if args.ddpm:
-        for k, strength in enumerate(float(v) for v in args.ddpm_strength.split(",")):
+        strengths = [None] if args.ddpm_strength is None else [float(v) for v in args.ddpm_strength.split(",")]
+        for k, strength in enumerate(strengths):
             methods["ddpm" if k == 0 else f"ddpm strength {strength:g}"] = (
                 "ddpm", {"model": args.ddpm, "steps": args.ddpm_steps, "strength": strength})
     res = evaluate_lq_methods(hq, refs, methods, seed=args.seed, hq_groups=hq_groups if by_group else None,
