@@ -227,6 +227,14 @@ def test_shipped_ddpm_lq_makes_a_seeded_lq_version(hq):
 
 
 
+def test_munit_without_shipped_weights_says_what_to_do(hq, monkeypatch):
+    import dxr_core.degrade.learned as learned
+
+    monkeypatch.setattr(learned, "shipped_munit_model", lambda: None)
+    with pytest.raises(ModelError, match="No shipped MUNIT-LQ model.*--option model="):
+        degrade(hq, "munit")
+
+
 def test_shipped_munit_lq_makes_a_seeded_lq_version():
     """`--method munit` works offline with the shipped MUNIT-LQ: seeded, on the LQ grid, keeps the anatomy of real
     radiographs (mean SSIM to the source above the 0.5 floor of its model card) while changing the look."""

@@ -25,9 +25,9 @@ def munit(image, out_shape, rng, *, model: str | None = None, style_from: str | 
     resized to the LQ shape.
     """
     if model is None and shipped_munit_model() is None:
-        raise ModelError("The MUNIT-LQ degradation model is not shipped yet (its training is still to come); "
-                         "train one with `dxr train munit-lq` and pass --option model=RUN/model.pt, or use "
-                         "--method high_order or --method acquisition for now.")
+        raise ModelError("No shipped MUNIT-LQ model (dxr_core/weights/munit_lq_*.pt with its .md model card) "
+                         "was found; reinstall the package, or train one with `dxr train munit-lq` and pass "
+                         "--option model=RUN/model.pt, or use --method ddpm (the shipped DDPM-LQ).")
     from dxr_core.models.munit import load_translator
 
     tr = load_translator(model)

@@ -490,8 +490,9 @@ def load_translator(model=None) -> MunitTranslator:
     if model is None:
         model = shipped_model()
         if model is None:
-            raise ModelError("The MUNIT-LQ degradation model is not shipped yet (its training is still to come); "
-                             "train one with `dxr train munit-lq` and pass model=RUN/model.pt.")
+            raise ModelError("No shipped MUNIT-LQ model (dxr_core/weights/munit_lq_*.pt with its .md model card) "
+                             "was found; reinstall the package, or train one with `dxr train munit-lq` and pass "
+                             "model=RUN/model.pt.")
     p = Path(model).expanduser()
     p = p / "model.pt" if p.is_dir() else p
     if not p.is_file():
