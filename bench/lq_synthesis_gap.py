@@ -55,6 +55,9 @@ def main(argv=None) -> int:
     ap.add_argument("--png", default=None, help="write the Figure-3 montage here")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    for flag, fraction in (("--drr-crop", args.drr_crop), ("--look-crop", args.look_crop)):
+        if not 0 < fraction <= 1:
+            raise SystemExit(f"{flag} must be in (0, 1], got {fraction}")
 
     import torch
 
@@ -72,8 +75,6 @@ def main(argv=None) -> int:
         hq += [ds.load(i) for i in range(len(ds))]
         hq_groups += [f"{k}:{ds.patients[str(f)]}" for f in ds.files]
     drr_files = [f for d in args.drr for f in list_radiographs(d)]
-    if not 0 < args.drr_crop <= 1:
-        raise SystemExit(f"--drr-crop must be in (0, 1], got {args.drr_crop}")
     refs = [central_crop(load_radiograph(f)[0], args.drr_crop) for f in drr_files]
     drr_groups = groups_from_names([f.name for f in drr_files])  # `dxr dataset` names images <CT>_<NNNN>
     by_group = not args.random_split
