@@ -7,11 +7,12 @@ invented structure.
         --model shipped=shipped --model mix=RUN/model.pt [--hq-size 512] [--steps N] [--out /tmp/table]
 
 ``--lq NAME=METHOD[:KEY=VALUE,...]``: an LQ test set (``dxr_core.degrade`` method and options, seed = image index).
-``--model NAME=PATH`` (``shipped`` = the shipped weights): a DDPM-HQ enhancer. Every held-out HQ radiograph (central
-square at ``--hq-size``) is degraded 2x by each LQ method and enhanced back 2x by each model (default sampler,
-``--steps``, default: each model's own; seed 0); bicubic upsampling of the same LQ is the first row of each block.
-Measures
-(``dxr_core.metrics.restoration``): PSNR / SSIM / MS-SSIM (data range 1) of the whole image and inside the lung
+``--model NAME=PATH[:temperature=T]`` (``shipped`` = the shipped weights): a DDPM-HQ enhancer, at its own
+initial-noise temperature unless one is given (the same checkpoint may appear twice under two names). Every
+held-out HQ radiograph (central square at ``--hq-size``) is degraded 2x by each LQ method and enhanced back 2x by
+each model (default sampler, ``--steps``, default: each model's own; seed 0); bicubic upsampling of the same LQ is
+the first row of each block. Measures (``dxr_core.metrics.restoration``): PSNR / SSIM / MS-SSIM (data range 1) of the
+whole image and inside the lung
 fields (no masks exist for these radiographs: the dark 30 % of the central 80 % of the reference stands in),
 ``noise`` (high-pass spread in the reference's flat regions, ratio to the reference's; goal <= 1.1) and
 ``invented`` (high-pass energy of output - reference there; goal: no more than bicubic's). ``wins``: images where
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--manifest", required=True, help="patient-level split CSV (never a training patient)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--lq", type=_named, action="append", required=True, metavar="NAME=METHOD[:K=V,...]")
-    ap.add_argument("--model", type=_named, action="append", required=True, metavar="NAME=PATH")
+    ap.add_argument("--model", type=_named, action="append", required=True, metavar="NAME=PATH[:temperature=T]")
     ap.add_argument("--hq-size", type=int, default=512, help="HQ side (LQ = half; default 512 -> 256)")
     ap.add_argument("--steps", type=int, default=None, help="sampler evaluations (default: each model's own)")
     ap.add_argument("--limit", type=int, default=0)
@@ -76,12 +77,22 @@ def main(argv=None) -> int:
     from dxr_core.degrade.pairs import central_square
     from dxr_core.diffusion import load_enhancer
     from dxr_core.diffusion.enhancer import bicubic_upsample
+    from dxr_core.errors import OptionError
     from dxr_core.metrics.restoration import flat_mask, lung_proxy_mask, restoration_measures
 
     ds = RadiographFolder(args.hq, manifest=args.manifest, split=args.split.split(","))
     n = len(ds) if not args.limit else min(args.limit, len(ds))
     hqs = [central_square(ds.load(i), args.hq_size) for i in range(n)]
-    models = {name: load_enhancer(None if path == "shipped" else path) for name, path in args.model}
+    models, temps = {}, {}
+    for name, spec in args.model:
+        path, options = lq_spec(spec)
+        if set(options) - {"temperature"}:
+            ap.error(f"--model {name}: unknown option(s) {sorted(set(options) - {'temperature'})}; only temperature")
+        models[name] = load_enhancer(None if path == "shipped" else path)
+        try:  # checked before any work
+            temps[name] = models[name].resolve_temperature(options.get("temperature"))
+        except OptionError as exc:
+            ap.error(f"--model {name}: {exc}")
     t0 = time.perf_counter()
     table: dict = {}
     for lq_name, spec in args.lq:
@@ -94,12 +105,14 @@ def main(argv=None) -> int:
             bic = bicubic_upsample(lq, hq.shape)
             rows["bicubic"].append(restoration_measures(np.clip(bic, 0, 1), hq, lungs, flat))
             for m, enh in models.items():
-                out = enh.enhance(lq, scale=2, steps=args.steps, seed=0, out_size=hq.shape)  # None: the model's
+                out = enh.enhance(lq, scale=2, steps=args.steps, seed=0, out_size=hq.shape,  # None: the model's
+                                  temperature=temps[m])
                 rows[m].append(restoration_measures(out, hq, lungs, flat))
         table[lq_name] = {"method": method, "options": options, "rows": rows}
         print(f"\nLQ test set {lq_name} ({method}{' ' + json.dumps(options) if options else ''}): {n} held-out "
               f"radiographs of split {args.split}, {args.hq_size}^2 HQ, evaluations: "
-              + ", ".join(f"{m} {enh.evaluations(None, args.steps)}" for m, enh in models.items()))
+              + ", ".join(f"{m} {enh.evaluations(None, args.steps)} (temperature {temps[m]:g})"
+                          for m, enh in models.items()))
         print("| restored by | PSNR | SSIM | MS-SSIM | PSNR lungs | SSIM lungs | MS-SSIM lungs | noise | invented "
               "| wins vs bicubic |")
         print("|---|---|---|---|---|---|---|---|---|---|")

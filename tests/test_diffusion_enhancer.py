@@ -101,6 +101,29 @@ def test_model_default_sampling(trained, tmp_path):
     assert np.abs(got - one.enhance(lq, seed=0)).max() < 2 / 65535  # 16-bit PNG of the 1-step result
 
 
+def test_temperature(trained, tmp_path):
+    """Temperature scales the initial noise: at 0 a deterministic sampler ignores the seed (the mean estimate), at 1
+    it does not; a model's meta default applies wherever none is given; out-of-range values are refused first."""
+    from dxr_core.errors import OptionError
+
+    enh = trained["enh"]
+    lq = make_pair(64, 2, seed=9)[0]
+    assert enh.default_temperature == 1.0
+    cold = [enh.enhance(lq, steps=2, seed=s, temperature=0.0) for s in (1, 2)]
+    np.testing.assert_array_equal(cold[0], cold[1])
+    assert not np.array_equal(enh.enhance(lq, steps=2, seed=1), enh.enhance(lq, steps=2, seed=2))
+    meta = {**enh.meta, "sampling": {"sampler": "ddim", "steps": 2, "temperature": 0.0}}
+    cool = Enhancer(enh.model, enh.model_config, enh.diffusion, meta)
+    np.testing.assert_array_equal(cool.enhance(lq, seed=5), cold[0])
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(OptionError, match="temperature"):
+            enh.enhance(lq, temperature=bad)
+    write_image(lq, tmp_path / "in" / "a.png")
+    proc = run_dxr("enhance", tmp_path / "in", "--out", tmp_path / "out", "--model", trained["run"] / "model.pt",
+                   "--temperature", "2")
+    assert proc.returncode != 0 and "temperature" in proc.stderr and not (tmp_path / "out" / "a.png").exists()
+
+
 def test_cli_enhance_formats_and_evaluate(trained, tmp_path):
     import pydicom
 

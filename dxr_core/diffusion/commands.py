@@ -41,6 +41,9 @@ def add_commands(subparsers) -> None:
                         f"{DEFAULT_STEPS}). 1 gives the model's estimate of the mean HQ image (best PSNR); more "
                         "steps draw a sample with sharper, partly invented detail")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
+    p.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="scale of the initial noise, 0..1 (default: the model's, see its model card; else 1). "
+                        "0 starts from the mean: the least added noise")
     p.add_argument("--scale", type=float, default=2.0, help="output/input size ratio (default 2: 512 -> 1024)")
     p.add_argument("--tile", type=int, default=512, help="maximum tile size in output pixels (0 = no tiling)")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in output pixels (default 64)")
@@ -139,18 +142,21 @@ def run_enhance(args) -> int:
     files = _collect_inputs(args.inputs)
     enh = load_enhancer(args.model, device=args.device)
     sampler, steps = enh.resolve_sampling(args.sampler, args.steps)  # None: the model's own
+    temperature = enh.resolve_temperature(args.temperature)  # checked before any output is written
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(files):
         img, spacing, meta = read_radiograph(f)
         res = enh.enhance(img, scale=args.scale, sampler=sampler, steps=steps, seed=args.seed,
-                          tile=args.tile or None, overlap=args.overlap, eta=args.eta, progress=sys.stderr.isatty())
+                          tile=args.tile or None, overlap=args.overlap, eta=args.eta, progress=sys.stderr.isatty(),
+                          temperature=temperature)
         new_spacing = None
         if spacing is not None:
             new_spacing = (spacing[0] * img.shape[0] / res.shape[0], spacing[1] * img.shape[1] / res.shape[1])
         name = f.name if meta.get("format") != "dcm" or f.suffix.lower() in (".dcm", ".dicom") else f.name + ".dcm"
         dst = out / name
-        desc = f"DDPM-HQ enhanced x{args.scale:g} ({sampler}, {enh.evaluations(sampler, steps)} NFE)"
+        desc = (f"DDPM-HQ enhanced x{args.scale:g} ({sampler}, {enh.evaluations(sampler, steps)} NFE, "
+                f"temperature {temperature:g})")
         write_radiograph(res, new_spacing, dst, template_meta=meta, description=desc)
         _carry_labels(f, dst, meta, img.shape, res.shape)
         print(f"{f} -> {dst} ({img.shape[1]}x{img.shape[0]} -> {res.shape[1]}x{res.shape[0]})", flush=True)

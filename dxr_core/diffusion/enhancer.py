@@ -135,6 +135,19 @@ class Enhancer:
         d_sampler, d_steps = self.default_sampling
         return (d_sampler if sampler is None else sampler), (d_steps if steps is None else int(steps))
 
+    @property
+    def default_temperature(self) -> float:
+        """Initial-noise temperature this model is meant to run with (``meta["sampling"]["temperature"]``, else 1)."""
+        return float(((self.meta or {}).get("sampling") or {}).get("temperature", 1.0))
+
+    def resolve_temperature(self, temperature: float | None) -> float:
+        """``temperature`` (None: the model's default), checked to lie in [0, 1]."""
+        tau = self.default_temperature if temperature is None else float(temperature)
+        if not 0.0 <= tau <= 1.0:  # also False for NaN
+            raise OptionError(f"temperature {temperature} must be between 0 and 1 (1: the trained prior; 0: start "
+                              "from the mean, the least added noise).")
+        return tau
+
     # ------------------------------------------------------------------ network
     @property
     def multiple(self) -> int:
@@ -174,14 +187,19 @@ class Enhancer:
                        seed: int | Sequence[int] = 0, tile: int | None = 512, overlap: int = 64, eta: float = 0.0,
                        tile_batch: int = 4, out_size: tuple[int, int] | None = None,
                        progress: bool = False, init: torch.Tensor | None = None,
-                       strength: float = 1.0) -> torch.Tensor:
+                       strength: float = 1.0, temperature: float | None = None) -> torch.Tensor:
         """(B,1,h,w) LQ in [0,1] -> (B,1,H,W) enhanced in [0,1], H = round(h*scale) unless ``out_size``.
 
         ``init`` ((B,1,H,W) in [0,1]) and ``strength`` in (0, 1]: SDEdit (Meng et al., ICLR 2022): the sampler
         starts at timestep ``strength * (T - 1)`` from ``init`` noised to that level instead of from pure noise,
         so the result keeps ``init``'s structure coarser than that noise level (1: ignore ``init``).
+        ``temperature`` in [0, 1] scales the initial noise (reduced-temperature sampling, as in Glow, Kingma &
+        Dhariwal 2018): at 1 step, 0 gives the network's estimate of the mean HQ image from the LQ alone. None: the
+        model's default (:attr:`default_temperature`). On real radiographs a model trained on DDPM-LQ pairs added
+        2.5x less noise in flat regions at 0 than at 1, with higher PSNR (docs/ddpm_hq.md).
         ``sampler`` / ``steps`` None: the model's defaults (:attr:`default_sampling`)."""
         sampler, steps = self.resolve_sampling(sampler, steps)
+        tau = self.resolve_temperature(temperature)
         if sampler not in SAMPLERS:
             raise OptionError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         if int(steps) < 1:
@@ -206,6 +224,7 @@ class Enhancer:
         B = lq.shape[0]
         seeds = [int(seed) + i for i in range(B)] if not isinstance(seed, (list, tuple)) else [int(s) for s in seed]
         noise = torch.stack([torch.randn((1, Hp, Wp), generator=torch.Generator().manual_seed(s)) for s in seeds])
+        noise = noise * tau
         gen = torch.Generator(device=self.device).manual_seed(seeds[0] + 7919)
         clip = self.diffusion.clip_x0
         fn = self._model_fn(cond_p, tile, overlap, tile_batch)
