@@ -84,3 +84,32 @@ def test_cli_make_pairs_method_options(tmp_path, capsys):
     assert dxr(["make-pairs", "--hq", str(SAMPLE), "--out", str(tmp_path / "b"), "--method", "bicubic", "--option",
                 "colour=1", "--no-progress"]) == 2
     assert "colour" in capsys.readouterr().err
+
+
+def test_match_tone_pairs_differ_in_detail_not_tone(tmp_path, monkeypatch):
+    """--match-tone: an LQ whose degradation changed the grey-level curve is mapped back onto the HQ's tone."""
+    import dxr_core.degrade.api as api
+    from dxr_core.data.pairs import read_image
+    from dxr_core.degrade.pairs import make_pairs
+    from dxr_core.degrade.tone import tone_quantiles
+
+    real = api.degrade
+
+    def darker(hq, method, seed=0, scale=2.0, return_params=False, **kw):  # a degradation with a tone change
+        lq, params = real(hq, "area", seed=seed, scale=scale, return_params=True)
+        return (lq ** 2.0, params) if return_params else lq ** 2.0
+
+    monkeypatch.setattr(api, "degrade", darker)
+    files = sorted(SAMPLE.glob("*.png"))[:2]
+    plain = make_pairs(files, tmp_path / "plain", method="area", hq_size=128, seed=0, progress=False)
+    tm = make_pairs(files, tmp_path / "tm", method="area", hq_size=128, seed=0, progress=False, match_tone=True)
+    assert all(r["match_tone"] for r in tm) and not any("match_tone" in r for r in plain)
+    for r in tm:
+        hq = read_image(tmp_path / "tm" / "hq" / f"{r['name']}.png")
+        lq_plain = read_image(tmp_path / "plain" / "lq" / f"{r['name']}.png")
+        lq = read_image(tmp_path / "tm" / "lq" / f"{r['name']}.png")
+        q = tone_quantiles(hq)
+        assert np.abs(tone_quantiles(lq_plain) - q).max() > 0.1  # the fake degradation did change the tone
+        assert np.abs(tone_quantiles(lq) - q).max() < 0.02  # and matching put it back
+        down = hq.reshape(64, 2, 64, 2).mean(axis=(1, 3))
+        assert np.corrcoef(down.ravel(), lq.ravel())[0, 1] > 0.95  # same content, still aligned

@@ -59,6 +59,9 @@ def add_commands(subparsers) -> None:
     m.add_argument("--variants", type=int, default=1, help="LQ versions per radiograph (default 1)")
     m.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
                    help="option of a single --method, repeatable (e.g. model=RUN/model.pt for munit and ddpm)")
+    m.add_argument("--match-tone", action="store_true",
+                   help="map each LQ's grey levels onto its HQ's (pairs differ in detail and texture, not tone): "
+                        "for mixing kinds of pairs and for keeping nodule contrast")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     m.set_defaults(run=run_make_pairs)
@@ -86,7 +89,8 @@ def run_make_pairs(args: argparse.Namespace) -> int:
         raise OptionError("--option applies to a single --method (the mix uses each method's defaults); give "
                           "--method M, e.g. --method ddpm --option model=RUN/model.pt.")
     recs = make_pairs(files, args.out, method=args.method, hq_size=args.hq_size, scale=args.scale, seed=args.seed,
-                      variants=args.variants, progress=not args.no_progress, options=options)
+                      variants=args.variants, progress=not args.no_progress, options=options,
+                      match_tone=args.match_tone)
     print(f"{len(recs)} pairs in {args.out}", flush=True)
     return 0
 

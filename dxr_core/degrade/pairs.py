@@ -6,7 +6,11 @@ HQ: each radiograph's central square (the shorter side), area-resampled to ``hq_
 border would inflate every metric). LQ: :func:`dxr_core.degrade.degrade` of the HQ with ``method`` at ``scale``;
 ``mix`` draws one method per pair from ``MIX`` (seeded, recorded in ``pairs.jsonl``; its ``high_order`` uses
 the milder :data:`RADIOGRAPH_HIGH_ORDER` ranges). The layout (``lq/``, ``hq/``,
-same file names) is what ``dxr train ddpm-hq --pairs`` reads. Pairs already written are skipped (resume); every
+same file names) is what ``dxr train ddpm-hq --pairs`` reads. ``match_tone``: the LQ's grey levels are mapped
+monotonically onto the HQ's quantiles (:func:`dxr_core.degrade.tone.match_tone`) so a pair differs in detail and
+texture only, not in tone: a model trained on it restores detail without learning the LQ domain's grey-level
+curve (which lowered inserted nodules' contrast by 25 % in a model trained on DDPM-LQ pairs, and which one
+residual scale cannot share with plain-resampling pairs in a mixture). Pairs already written are skipped (resume); every
 file is written atomically, the LQ last.
 """
 from __future__ import annotations
@@ -49,7 +53,8 @@ def pair_name(source: Path, variant: int) -> str:
 
 def make_pairs(files: Sequence[str | os.PathLike], out: str | os.PathLike, method: str = "mix", hq_size: int = 1024,
                scale: float = 2.0, seed: int = 0, variants: int = 1, progress: bool = True,
-               methods: Iterable[str] | None = None, options: dict | None = None) -> list[dict]:
+               methods: Iterable[str] | None = None, options: dict | None = None,
+               match_tone: bool = False) -> list[dict]:
     """Write ``out/hq/<name>.png`` and ``out/lq/<name>.png`` for each file (``variants`` LQ versions each) and
     return the records of ``out/pairs.jsonl`` (name, source, method, seed, the sampled chain). ``options``: the
     options of a single ``method`` (e.g. ``{"model": "RUN/model.pt"}`` for ``munit`` / ``ddpm``)."""
@@ -57,6 +62,7 @@ def make_pairs(files: Sequence[str | os.PathLike], out: str | os.PathLike, metho
 
     from dxr_core.degrade.api import METHODS, degrade
     from dxr_core.degrade.api import image_seed
+    from dxr_core.degrade.tone import match_tone as map_tone, tone_quantiles
     from dxr_core.io.atomic import write_text_atomic
     from dxr_core.io.radiograph import read_radiograph, write_radiograph
 
@@ -92,6 +98,9 @@ def make_pairs(files: Sequence[str | os.PathLike], out: str | os.PathLike, metho
             m = method if method != "mix" else names[int(np.random.default_rng(s).choice(len(names), p=weights))]
             opts = pool[m][1] if method == "mix" else dict(options or {})
             lq, params = degrade(hq, m, seed=s, scale=scale, return_params=True, **opts)
+            if match_tone:
+                lq = map_tone(lq, tone_quantiles(hq))
+                params = {**params, "match_tone": True}
             write_radiograph(hq, None, out / "hq" / f"{name}.png")
             write_radiograph(lq, None, out / "lq" / f"{name}.png")
             rec = {"name": name, "source": f.name, "method": m, "seed": s, "hq_size": int(hq_size),
