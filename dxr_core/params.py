@@ -243,7 +243,7 @@ def _names(value: Any, key: str, allowed: Sequence[str]) -> list | None:
 
 
 #: request keys of this task besides the ``drr`` ones
-ENHANCE_KEYS = ("sampler", "steps", "scale", "seed", "tile")
+ENHANCE_KEYS = ("sampler", "steps", "scale", "seed", "tile", "temperature")
 
 
 def parse_enhance(req: Mapping[str, Any], sampler: str | None = None, steps: int | None = None,
@@ -260,4 +260,6 @@ def parse_enhance(req: Mapping[str, Any], sampler: str | None = None, steps: int
     scale = as_float(param(req, "scale", 2), "scale", 1.0, 4.0)
     seed = as_int(param(req, "seed", 0), "seed", 0, 2**31 - 1)
     tile = as_int(param(req, "tile", 512), "tile", 32, 4096)
-    return {"sampler": sampler, "steps": steps, "scale": scale, "seed": seed, "tile": tile}
+    temperature = param(req, "temperature", None)  # None: the model's own (Enhancer.default_temperature)
+    temperature = None if temperature is None else as_float(temperature, "temperature", 0.0, 1.0)
+    return {"sampler": sampler, "steps": steps, "scale": scale, "seed": seed, "tile": tile, "temperature": temperature}

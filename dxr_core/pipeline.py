@@ -174,13 +174,14 @@ def drr_result_json(drr, labels: Sequence[Any], p: DRRParams, pixel_spacing, siz
 
 
 def enhance_drr(drr, labels: Sequence[Any], enhancer, scale: float = 2.0, sampler: str | None = None,
-                steps: int | None = None, seed: int = 0, tile: int | None = 512):
+                steps: int | None = None, seed: int = 0, tile: int | None = 512, temperature: float | None = None):
     """Enhance a DRR and carry its labels: returns (image (H, W) float32 in [0, 1], the detector geometry of the
     enhanced grid (same detector, finer pixels: its projection matrix maps onto the new pixels), labels on it)."""
     from dxr_core.nodules.rescale import rescale_labels
 
-    # sampler / steps None: the model's own defaults (Enhancer.default_sampling)
-    out = enhancer.enhance(drr.image, scale=scale, sampler=sampler, steps=steps, seed=seed, tile=tile)
+    # sampler / steps / temperature None: the model's own defaults (Enhancer.default_sampling, default_temperature)
+    out = enhancer.enhance(drr.image, scale=scale, sampler=sampler, steps=steps, seed=seed, tile=tile,
+                           temperature=temperature)
     rows, cols = out.shape
     lq_rows, lq_cols = drr.geometry.size
     grid = drr.geometry.with_size((rows, cols))

@@ -261,6 +261,7 @@ def _png_bytes() -> bytes:
         ("drr", "phantom", {"nodule_points": [[1, 2]]}, None, 422, "nodule_points"),
         ("drr_enhance", "phantom", {"sampler": "euler"}, None, None, "sampler"),
         ("drr_enhance", "phantom", {"steps": 0}, None, None, "steps"),
+        ("drr_enhance", "phantom", {"temperature": 1.5}, None, None, "temperature"),
         ("no_such_task", "phantom", {}, None, 404, "no_such_task"),
     ],
 )

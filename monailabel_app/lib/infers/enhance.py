@@ -3,13 +3,14 @@ stored radiograph -> enhanced radiograph.
 
 Request parameters (besides all ``drr`` parameters, used when the input is a CT):
 
-=========  ===================================================================================================
-sampler    ddim (default, eta 0), dpmpp (DPM-Solver++ 2M), or ddpm (ancestral over all T steps: slow)
-steps      sampler steps / network evaluations (default 10; 1 .. --conf max_steps)
-scale      output size / input size (default 2: 512 -> 1024); 1 .. 4
-seed       noise seed (default 0): same seed, same output
-tile       largest network tile in pixels (default 512; tiles are blended, the noise field is global)
-=========  ===================================================================================================
+===========  ===================================================================================================
+sampler      ddim (default, eta 0), dpmpp (DPM-Solver++ 2M), or ddpm (ancestral over all T steps: slow)
+steps        sampler steps / network evaluations (default 10; 1 .. --conf max_steps)
+scale        output size / input size (default 2: 512 -> 1024); 1 .. 4
+seed         noise seed (default 0): same seed, same output
+tile         largest network tile in pixels (default 512; tiles are blended, the noise field is global)
+temperature  scale of the initial noise, 0 .. 1 (default: the model's, its model card; 0: the least added noise)
+===========  ===================================================================================================
 
 The model is, in order: ``--conf model_path``; the fine-tuned checkpoint written by ``/train/ddpm_hq_finetune``
 into ``--conf model_dir``; the weights shipped in ``dxr_core/weights``. With none installed the request is answered
@@ -189,10 +190,12 @@ class EnhanceTask(DXRInferTask):
         e = data["dxr_enhance"]
         enhancer = self._enhancers.get(data["dxr_model_path"], self.cfg.device)
         e["sampler"], e["steps"] = enhancer.resolve_sampling(e["sampler"], e["steps"])  # None: the model's default
+        e["temperature"] = enhancer.resolve_temperature(e.get("temperature"))
         evaluations = enhancer.evaluations(e["sampler"], e["steps"])
         rows, cols = data["lq"].shape
         check_work(evaluations, (round(rows * e["scale"]), round(cols * e["scale"])), self.cfg)
-        kw = dict(scale=e["scale"], sampler=e["sampler"], steps=e["steps"], seed=e["seed"], tile=e["tile"])
+        kw = dict(scale=e["scale"], sampler=e["sampler"], steps=e["steps"], seed=e["seed"], tile=e["tile"],
+                  temperature=e["temperature"])
         lq = data.pop("lq")
         with self._run_lock:
             if data["dxr_kind"] == "ct":  # the pipeline's step: labels and projection follow the enhanced grid
