@@ -6,7 +6,8 @@ invented structure.
         --lq area=area --lq munit=munit:model=MUNIT/model.pt --lq ddpm=ddpm:model=DDPM_LQ/model.pt \
         --model shipped=shipped --model mix=RUN/model.pt [--hq-size 512] [--steps N] [--out /tmp/table]
 
-``--lq NAME=METHOD[:KEY=VALUE,...]``: an LQ test set (``dxr_core.degrade`` method and options, seed = image index).
+``--lq NAME=METHOD[:KEY=VALUE,...]``: an LQ test set (``dxr_core.degrade`` method and options, seed = image index;
+``match_tone=true``: the LQ mapped onto its HQ's grey levels, as ``dxr make-pairs --match-tone``).
 ``--model NAME=PATH[:temperature=T]`` (``shipped`` = the shipped weights): a DDPM-HQ enhancer, at its own
 initial-noise temperature unless one is given (the same checkpoint may appear twice under two names). Every
 held-out HQ radiograph (central square at ``--hq-size``) is degraded 2x by each LQ method and enhanced back 2x by
@@ -75,6 +76,7 @@ def main(argv=None) -> int:
     from dxr_core.data.radiographs import RadiographFolder
     from dxr_core.degrade import degrade
     from dxr_core.degrade.pairs import central_square
+    from dxr_core.degrade.tone import match_tone, tone_quantiles
     from dxr_core.diffusion import load_enhancer
     from dxr_core.diffusion.enhancer import bicubic_upsample
     from dxr_core.errors import OptionError
@@ -99,8 +101,12 @@ def main(argv=None) -> int:
         method, options = lq_spec(spec)
         rows: dict = {"bicubic": []}
         rows.update({m: [] for m in models})
+        options = dict(options)
+        tone_matched = bool(options.pop("match_tone", False))
         for i, hq in enumerate(hqs):
             lq = degrade(hq, method, seed=i, **options)
+            if tone_matched:  # as `dxr make-pairs --match-tone`: the LQ at the HQ's tone (detail and texture only)
+                lq = match_tone(lq, tone_quantiles(hq))
             flat, lungs = flat_mask(hq), lung_proxy_mask(hq)
             bic = bicubic_upsample(lq, hq.shape)
             rows["bicubic"].append(restoration_measures(np.clip(bic, 0, 1), hq, lungs, flat))
@@ -108,6 +114,8 @@ def main(argv=None) -> int:
                 out = enh.enhance(lq, scale=2, steps=args.steps, seed=0, out_size=hq.shape,  # None: the model's
                                   temperature=temps[m])
                 rows[m].append(restoration_measures(out, hq, lungs, flat))
+        if tone_matched:
+            options["match_tone"] = True
         table[lq_name] = {"method": method, "options": options, "rows": rows}
         print(f"\nLQ test set {lq_name} ({method}{' ' + json.dumps(options) if options else ''}): {n} held-out "
               f"radiographs of split {args.split}, {args.hq_size}^2 HQ, evaluations: "
