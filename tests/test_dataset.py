@@ -106,18 +106,21 @@ def test_killed_run_resumes_to_the_same_result(cts, tiny_ddpm_hq_model, referenc
     out = tmp_path / "ds"
     proc = _run(cts, out, tiny_ddpm_hq_model, wait=False)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list((out / "records").glob("*.json"))) < 2:
+    while time.time() < deadline and len(list((out / "records").glob("[!.]*.json"))) < 2:
         if proc.poll() is not None:
             break
         time.sleep(0.05)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    n_before = len(list((out / "records").glob("*.json")))
+    n_before = len(list((out / "records").glob("[!.]*.json")))
     print(f"killed after {n_before} of 6 images")
     assert n_before < 6, "the run finished before it could be killed"
-    assert not list(out.rglob("*.part*")) or True  # temporaries of a killed write are ignored on rerun
+    # a write the kill interrupted leaves its temporary (as one would, planted here so the check always runs)
+    (out / "records" / ".patient0_0001.json.killed.part.json").write_text('{"id": "half')
+    (out / "images" / ".patient0_0001.png.killed.part.png").write_bytes(b"half")
     _run(cts, out, tiny_ddpm_hq_model)
+    assert not list(out.rglob(".*.part*"))  # the rerun removed what the killed run left half-written
     assert _state(out) == _state(reference)
 
 

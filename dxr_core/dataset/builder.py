@@ -141,7 +141,7 @@ def build(ct_dir: str | Path, out: str | Path, cfg: DatasetConfig, rank: int = 0
     """Make this shard's images; returns counts and the share of time in each stage. Finished images are skipped."""
     from tqdm.auto import tqdm
 
-    from dxr_core.io.atomic import write_text_atomic
+    from dxr_core.io.atomic import remove_stale_temporaries, write_text_atomic
     from dxr_core.io.ct import read_ct
     from dxr_core.io.radiograph import jsonable
     from dxr_core.params import DRRParams
@@ -164,6 +164,10 @@ def build(ct_dir: str | Path, out: str | Path, cfg: DatasetConfig, rank: int = 0
     bar = tqdm(jobs, desc=f"dataset shard {rank}/{world}", unit="image", disable=not progress or None)
     for job in bar:
         rec_path = out / "records" / f"{job.image_id}.json"
+        # a killed run may have left this job's half-written temporaries (only this shard writes this job)
+        remove_stale_temporaries(rec_path)
+        for fmt in cfg.formats:
+            remove_stale_temporaries(out / "images" / f"{job.image_id}.{fmt}")
         if rec_path.is_file():
             skipped += 1
             continue
@@ -227,6 +231,8 @@ def build(ct_dir: str | Path, out: str | Path, cfg: DatasetConfig, rank: int = 0
 def read_records(out: str | Path) -> list[dict]:
     recs = []
     for p in sorted((Path(out) / "records").glob("*.json")):
+        if p.name.startswith("."):  # an atomic write's temporary (a killed run), never a record
+            continue
         recs.append(json.loads(p.read_text(encoding="utf-8")))
     return recs
 
@@ -274,7 +280,7 @@ def merge(out: str | Path) -> dict[str, Any]:
                     p["view"], f"{p['rotation']:.3f}", f"{p['kvp']:.2f}", f"{p['dose']:.1f}", p["size"], p["seed"],
                     len(r["labels"]), r["enhanced"], r["height"], r["width"]])
     write_text_atomic(out / "manifest.csv", buf.getvalue())
-    failures = [json.loads(p.read_text()) for p in sorted((out / "failures").glob("*.json"))] \
+    failures = [json.loads(p.read_text()) for p in sorted((out / "failures").glob("[!.]*.json"))] \
         if (out / "failures").is_dir() else []
     write_card(out, recs, counts, failures)
     return {"counts": counts, "images": len(recs), "failures": failures}

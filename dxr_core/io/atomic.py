@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +18,18 @@ def _umask() -> int:
 # mkstemp creates 0600 files; finished outputs get the permissions a plain open() would give (0666 & ~umask), so
 # other users and services (e.g. a MONAI Label server) can read them
 _FILE_MODE = 0o666 & ~_umask()
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> int:
+    """Delete what a killed :func:`atomic_path` left for ``path`` (``.NAME.*.part*`` beside it: SIGKILL runs no
+    clean-up); returns how many. Call it only where no live writer of the same ``path`` can exist."""
+    path = Path(path)
+    n = 0
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.part*"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            n += 1
+    return n
 
 
 @contextlib.contextmanager
