@@ -101,10 +101,10 @@ def main(argv=None) -> int:
         method, options = lq_spec(spec)
         rows: dict = {"bicubic": []}
         rows.update({m: [] for m in models})
-        options = dict(options)
-        tone_matched = bool(options.pop("match_tone", False))
+        tone_matched = bool(options.get("match_tone", False))
+        degrade_options = {k: v for k, v in options.items() if k != "match_tone"}
         for i, hq in enumerate(hqs):
-            lq = degrade(hq, method, seed=i, **options)
+            lq = degrade(hq, method, seed=i, **degrade_options)
             if tone_matched:  # as `dxr make-pairs --match-tone`: the LQ at the HQ's tone (detail and texture only)
                 lq = match_tone(lq, tone_quantiles(hq))
             flat, lungs = flat_mask(hq), lung_proxy_mask(hq)
@@ -114,8 +114,6 @@ def main(argv=None) -> int:
                 out = enh.enhance(lq, scale=2, steps=args.steps, seed=0, out_size=hq.shape,  # None: the model's
                                   temperature=temps[m])
                 rows[m].append(restoration_measures(out, hq, lungs, flat))
-        if tone_matched:
-            options["match_tone"] = True
         table[lq_name] = {"method": method, "options": options, "rows": rows}
         print(f"\nLQ test set {lq_name} ({method}{' ' + json.dumps(options) if options else ''}): {n} held-out "
               f"radiographs of split {args.split}, {args.hq_size}^2 HQ, evaluations: "

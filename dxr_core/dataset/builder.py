@@ -230,9 +230,7 @@ def build(ct_dir: str | Path, out: str | Path, cfg: DatasetConfig, rank: int = 0
 # ----------------------------------------------------------------------------------------------------------------
 def read_records(out: str | Path) -> list[dict]:
     recs = []
-    for p in sorted((Path(out) / "records").glob("*.json")):
-        if p.name.startswith("."):  # an atomic write's temporary (a killed run), never a record
-            continue
+    for p in sorted((Path(out) / "records").glob("[!.]*.json")):  # .NAME.*.part.json: a killed write's temporary
         recs.append(json.loads(p.read_text(encoding="utf-8")))
     return recs
 

@@ -9,9 +9,9 @@ the milder :data:`RADIOGRAPH_HIGH_ORDER` ranges). The layout (``lq/``, ``hq/``,
 same file names) is what ``dxr train ddpm-hq --pairs`` reads. ``match_tone``: the LQ's grey levels are mapped
 monotonically onto the HQ's quantiles (:func:`dxr_core.degrade.tone.match_tone`) so a pair differs in detail and
 texture only, not in tone: a model trained on it restores detail without learning the LQ domain's grey-level
-curve (which lowered inserted nodules' contrast by 25 % in a model trained on DDPM-LQ pairs, and which one
-residual scale cannot share with plain-resampling pairs in a mixture). Pairs already written are skipped (resume); every
-file is written atomically, the LQ last.
+curve (which lowered inserted nodules' contrast by 16-45 % in a model trained on DDPM-LQ pairs, and which one
+residual scale cannot share with plain-resampling pairs in a mixture). Pairs already written are skipped (resume);
+every file is written atomically, the LQ last.
 """
 from __future__ import annotations
 
