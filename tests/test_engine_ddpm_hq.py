@@ -126,3 +126,27 @@ def test_cli_init_fine_tunes_the_shipped_weights(pairs, tmp_path):
     shipped, tuned = load_enhancer(DEFAULT_WEIGHTS), load_enhancer(out)
     assert tuned.meta["init"] == str(DEFAULT_WEIGHTS) and tuned.diffusion == shipped.diffusion
     assert tuned.model_config == shipped.model_config
+
+
+def test_cosine_lr_schedule_resumes_on_its_curve(pairs, tmp_path):
+    """--lr-schedule cosine: the logged lr falls from --lr to --lr/100 over --iters, and a run stopped mid-way and
+    resumed continues the same lr and loss curve (the scheduler's position is in the checkpoint)."""
+    args = dict(ARGS, iters=12, ckpt_every=3, lr_schedule="cosine")
+    full = train_ddpm_hq(TrainConfig(pairs=str(pairs), out=str(tmp_path / "full"), **args))
+    assert full["completed"]
+    rows = read_loss_log(tmp_path / "full")
+    lrs = [r["lr"] for r in rows]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < 1e-4 and lrs[-1] >= 1e-5
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    train_ddpm_hq(TrainConfig(pairs=str(pairs), out=str(tmp_path / "const"), **dict(args, lr_schedule="constant")))
+    const = read_loss_log(tmp_path / "const")
+    assert {r["lr"] for r in const} == {1e-3}
+    cut = tmp_path / "cut"
+    train_ddpm_hq(TrainConfig(pairs=str(pairs), out=str(cut), stop_at=6, **args))
+    assert len(read_loss_log(cut)) == 6
+    train_ddpm_hq(TrainConfig(pairs=str(pairs), out=str(cut), **args))
+    resumed = read_loss_log(cut)
+    assert [r["lr"] for r in resumed] == pytest.approx(lrs, rel=1e-9)
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in rows], rel=1e-5, abs=1e-7)
+    with pytest.raises(OptionError, match="lr-schedule"):
+        train_ddpm_hq(TrainConfig(pairs=str(pairs), out=str(tmp_path / "bad"), **dict(args, lr_schedule="step")))

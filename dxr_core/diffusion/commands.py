@@ -65,6 +65,9 @@ def add_commands(subparsers) -> None:
     d.add_argument("--batch-size", type=int, default=8)
     d.add_argument("--crop", type=int, default=128)
     d.add_argument("--lr", type=float, default=2e-4)
+    d.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                   help="learning rate over the run: constant (default) or a half cosine from --lr to --lr/100 "
+                        "over --iters (Ignite CosineAnnealingScheduler)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--schedule", default="cosine", choices=["cosine", "linear"])
     d.add_argument("--timesteps", type=int, default=1000, help="T (the paper: 2000)")
@@ -208,7 +211,8 @@ def run_train_ddpm_hq(args) -> int:
     from dxr_core.engines.ddpm_hq import TrainConfig, train_ddpm_hq
 
     cfg = TrainConfig(pairs=args.pairs, out=args.out, preset=args.preset, iters=args.iters,
-                      batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed, schedule=args.schedule,
+                      batch_size=args.batch_size, crop=args.crop, lr=args.lr, lr_schedule=args.lr_schedule,
+                      seed=args.seed, schedule=args.schedule,
                       timesteps=args.timesteps, prediction=args.prediction, loss=args.loss,
                       val_every=args.val_every, val_steps=args.val_steps, ckpt_every=args.ckpt_every,
                       ema_decay=args.ema_decay, num_workers=args.num_workers, backend=args.backend,

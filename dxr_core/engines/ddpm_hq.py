@@ -35,6 +35,7 @@ class TrainConfig:
     batch_size: int = 8
     crop: int = 128
     lr: float = 2e-4
+    lr_schedule: str = "constant"  # "cosine": Ignite CosineAnnealingScheduler from lr to lr/100 over iters
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -69,6 +70,8 @@ class TrainConfig:
             raise OptionError("--iters must be at least 1.")
         if self.batch_size < 1 or self.crop < 8:
             raise OptionError("--batch-size must be >= 1 and --crop >= 8.")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise OptionError(f"unknown --lr-schedule {self.lr_schedule!r}; use 'constant' or 'cosine'.")
         if self.loss not in ("l1", "l2"):
             raise OptionError(f"unknown loss {self.loss!r}; use 'l1' or 'l2'.")
         if self.backend not in (None, "gloo", "nccl"):
@@ -183,6 +186,16 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
 
     trainer = Engine(train_step)
     to_save = {"trainer": trainer, "model": model, "ema": ema, "optimizer": optimizer, "scaler": scaler}
+    if cfg.lr_schedule == "cosine":
+        from ignite.engine import Events
+        from ignite.handlers import CosineAnnealingScheduler
+
+        # half a cosine from lr to lr/100 over the run's --iters; its position is checkpointed with the rest, so a
+        # resumed run continues the same curve (a longer --iters on resume starts a new cycle from lr)
+        lr_sched = CosineAnnealingScheduler(optimizer, "lr", start_value=cfg.lr, end_value=cfg.lr / 100,
+                                            cycle_size=cfg.iters + 1)
+        trainer.add_event_handler(Events.ITERATION_STARTED, lr_sched)
+        to_save["lr_scheduler"] = lr_sched
     start, last, checkpoint = checkpoint_and_resume(trainer, to_save, out, n_saved=cfg.n_saved,
                                                     every=cfg.ckpt_every, device=device, rank=rank)
     prev = record_start(out, last is not None, start, cfg.iters, rank,
@@ -192,7 +205,8 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
         dcfg = DiffusionConfig.from_dict(prev["diffusion"])
         schedule = NoiseSchedule(dcfg)
     tb = attach_logging(trainer, out, start, rank, row=lambda e: {"loss": e.state.output["loss"],
-                                                                  "grad_norm": e.state.output["grad_norm"]},
+                                                                  "grad_norm": e.state.output["grad_norm"],
+                                                                  "lr": optimizer.param_groups[0]["lr"]},
                         scalars=lambda o: {"loss": o["loss"]}, bar=lambda o: {"loss": o["loss"]},
                         log_every=cfg.log_every, progress=cfg.progress)
 
