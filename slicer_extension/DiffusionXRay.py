@@ -42,6 +42,8 @@ DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
 VIEWS = ("pa", "ap", "lateral", "rlat")
 SAMPLERS = ("ddim", "dpmpp", "ddpm")  # first = default, as dxr_core.diffusion.defaults
 DEFAULT_STEPS = 0  # 0 = send no steps: the server's model uses its own default (its model card; tested)
+# below 0 (the spin box's "model default") = send no temperature: the model's own (meta["sampling"]; tested)
+DEFAULT_TEMPERATURE = -0.05
 PRESETS = ("pa-chest", "ap-portable", "lateral", "none")  # first = default, as dxr_core.drr.presets (tested)
 PRESET_KVP = {"pa-chest": 125.0, "ap-portable": 100.0, "lateral": 125.0, "none": 120.0}  # (tested)
 NODULE_KINDS = ("solid", "part_solid", "ggo", "calcified")
@@ -96,6 +98,7 @@ class DiffusionXRayParameterNode:
     noduleSize: Annotated[float, WithinRange(3.0, 30.0)] = 10.0
     sampler: Annotated[str, Choice(list(SAMPLERS))] = "ddim"
     steps: Annotated[int, WithinRange(0, 1000)] = DEFAULT_STEPS
+    temperature: Annotated[float, WithinRange(DEFAULT_TEMPERATURE, 1.0)] = DEFAULT_TEMPERATURE
     scale: Annotated[float, WithinRange(1.0, 4.0)] = 2.0
     radiographVolume: vtkMRMLScalarVolumeNode
 
@@ -372,12 +375,14 @@ class DiffusionXRayLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def parameters(task, view="pa", size=512, kvp=None, nodules=0, seed=0, sampler="ddim", steps=DEFAULT_STEPS,
-                   scale=2.0, preset=PRESETS[0], **extra):
+                   scale=2.0, preset=PRESETS[0], temperature=DEFAULT_TEMPERATURE, **extra):
         """Request parameters for ``task`` (``drr`` ignores the enhancement ones; "radiograph" has only those).
-        ``kvp`` None: the preset's."""
+        ``kvp`` None: the preset's; ``steps`` 0 and ``temperature`` below 0: the model's own."""
         enh = {"sampler": sampler, "scale": float(scale)}
         if int(steps) > 0:  # 0: the model's own default
             enh["steps"] = int(steps)
+        if float(temperature) >= 0.0:  # below 0: the model's own default
+            enh["temperature"] = round(float(temperature), 4)
         if task == "radiograph":
             return {**enh, "seed": int(seed)}
         size = [int(v) for v in size] if isinstance(size, (list, tuple)) else int(size)  # N or [rows, cols]
@@ -392,6 +397,7 @@ class DiffusionXRayLogic(ScriptedLoadableModuleLogic):
     def parametersFromNode(self, p, task):
         return self.parameters(task, preset=p.preset, view=p.view, size=p.size, kvp=p.kvp, nodules=p.nodules,
                                seed=p.seed, sampler=p.sampler, steps=p.steps, scale=p.scale,
+                               temperature=p.temperature,
                                nodule_size=float(p.noduleSize), nodule_kind=p.noduleKind)
 
     @staticmethod

@@ -209,17 +209,18 @@ def test_options_round_trip_through_the_parameter_node(fake, slicer_core, monkey
              "viewCombo": "lateral",
              "sizeSpin": 256, "kvpSpin": 100.0, "noduleSpin": 3, "seedSpin": 7, "noduleKindCombo": "ggo",
              "noduleSizeSpin": 14.0, "samplerCombo": "dpmpp", "stepsSpin": 5, "scaleSpin": 1.5,
-             "inputVolumeSelector": ct, "nodulePointsSelector": points, "radiographSelector": ct}
+             "temperatureSpin": 0.25, "inputVolumeSelector": ct, "nodulePointsSelector": points,
+             "radiographSelector": ct}
     for name, value in edits.items():
         getattr(w.ui, name).userSet(value)  # as the user does
     p = w.logic.getParameterNode()
     assert p.preset == "ap-portable"
     got = {"serverUrl": p.serverUrl, "study": p.study, "view": p.view, "size": p.size, "kvp": p.kvp,
            "nodules": p.nodules, "seed": p.seed, "noduleKind": p.noduleKind, "noduleSize": p.noduleSize,
-           "sampler": p.sampler, "steps": p.steps, "scale": p.scale}
+           "sampler": p.sampler, "steps": p.steps, "scale": p.scale, "temperature": p.temperature}
     assert got == {"serverUrl": "http://10.0.0.5:8123", "study": "phantom_s7", "view": "lateral", "size": 256,
                    "kvp": 100.0, "nodules": 3, "seed": 7, "noduleKind": "ggo", "noduleSize": 14.0,
-                   "sampler": "dpmpp", "steps": 5, "scale": 1.5}
+                   "sampler": "dpmpp", "steps": 5, "scale": 1.5, "temperature": 0.25}
     assert p.inputVolume is ct and p.nodulePoints is points and p.radiographVolume is ct
     # the parameter node drives the widgets too
     p.steps = 9
@@ -227,9 +228,10 @@ def test_options_round_trip_through_the_parameter_node(fake, slicer_core, monkey
     # ... and the request is built from it
     req = w.logic.parametersFromNode(p, "drr_enhance")
     assert req["preset"] == "ap-portable"
-    assert {k: req[k] for k in ("view", "size", "kvp", "nodules", "seed", "sampler", "steps", "scale")} == {
+    keys = ("view", "size", "kvp", "nodules", "seed", "sampler", "steps", "scale", "temperature")
+    assert {k: req[k] for k in keys} == {
         "view": "lateral", "size": 256, "kvp": 100.0, "nodules": 3, "seed": 7, "sampler": "dpmpp", "steps": 9,
-        "scale": 1.5}
+        "scale": 1.5, "temperature": 0.25}
 
     # saved with the scene: a new scene read from the saved MRML gives a new widget the same options
     fake.scene.SetSaveToXMLString(1)
@@ -599,10 +601,19 @@ def test_defaults_follow_the_library(fake):
     assert mod.DEFAULT_STEPS == 0 and "steps" not in logic.parameters(mod.TASK_ENHANCE)
     assert "steps" not in logic.parameters("radiograph")
     assert logic.parameters(mod.TASK_ENHANCE, steps=4)["steps"] == 4
+    # temperature below 0 (the spin box's "model default", its minimum): none sent, the model's own is used;
+    # 0..1 is sent as is, for the CT task and a radiograph alike
+    assert mod.DEFAULT_TEMPERATURE < 0 and "temperature" not in logic.parameters(mod.TASK_ENHANCE)
+    assert "temperature" not in logic.parameters("radiograph")
+    assert logic.parameters(mod.TASK_ENHANCE, temperature=0.0)["temperature"] == 0.0
+    assert logic.parameters("radiograph", temperature=0.5)["temperature"] == 0.5
+    assert "temperature" not in logic.parameters("drr", temperature=0.5)
     from dxr_core.params import KVP_RANGE
 
     w = fake.widget()
     assert (w.ui.kvpSpin.minimum, w.ui.kvpSpin.maximum) == KVP_RANGE
+    assert (w.ui.temperatureSpin.minimum, w.ui.temperatureSpin.maximum) == (mod.DEFAULT_TEMPERATURE, 1.0)
+    assert w.ui.temperatureSpin.value == mod.DEFAULT_TEMPERATURE
     req = mod.DiffusionXRayLogic.parameters("drr")
     assert req["preset"] == DEFAULT_PRESET and "kvp" not in req
     assert mod.DiffusionXRayLogic.parameters("drr_enhance", kvp=110)["kvp"] == 110.0
