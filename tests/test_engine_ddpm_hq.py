@@ -99,6 +99,11 @@ def test_t_range_trains_the_few_step_regime(pairs, tmp_path):
     loss = {k: sum(r["loss"] for r in read_loss_log(tmp_path / k)) for k in ("hi", "lo")}
     assert loss["hi"] != loss["lo"]
     assert list(load_enhancer(tmp_path / "hi").meta["train_config"]["t_range"]) == [0.9, 1.0]
+    # a model of the top timesteps only defaults to one DDIM step; one of all timesteps keeps the library's default
+    from dxr_core.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
+
+    assert load_enhancer(tmp_path / "hi").default_sampling == ("ddim", 1)
+    assert load_enhancer(tmp_path / "lo").default_sampling == (DEFAULT_SAMPLER, DEFAULT_STEPS)
 
 
 def test_init_from_checkpoint(pairs, tmp_path):

@@ -213,12 +213,17 @@ def _training(local_rank: int, cfg_dict: dict) -> None:  # noqa: C901 - one read
     best = {"psnr": -math.inf}
     history: list[dict] = []
 
+    # a model that never saw timesteps below LO*T (--t-range 0.9,1 and the like) is only meant to be sampled from the
+    # top in one step (its estimate of the mean HQ image); many-step samplers would feed it noise levels it never
+    # learned, so its file says so and `dxr enhance` / the server use one step unless told otherwise
+    sampling = {"sampling": {"sampler": "ddim", "steps": 1}} if cfg.t_range[0] >= 0.5 else {}
+
     def export(tag: str, metrics: dict | None = None):
         enh = Enhancer(copy.deepcopy(ema).cpu(), mcfg, dcfg,
                        meta={"iteration": trainer.state.iteration, "preset": cfg.preset, "seed": cfg.seed,
                              "init": cfg.init, "condition": cfg.condition,
                              "pairs": str(cfg.pairs), "train_config": cfg_dict, "val": metrics or {},
-                             **(cfg.extra_meta or {})})
+                             **sampling, **(cfg.extra_meta or {})})
         enh.save(out / tag)
         return enh
 
