@@ -59,8 +59,8 @@ def add_commands(subparsers) -> None:
                                     "RUN/checkpoints when restarted; runs under torchrun for several GPUs/processes.")
     d.add_argument("--pairs", required=True, metavar="DIR", help="folder with lq/ and hq/ sub-folders")
     d.add_argument("--out", required=True, metavar="RUN", help="run folder (checkpoints, logs, model.pt)")
-    d.add_argument("--preset", default="pu-small", help="model preset: tiny, pu-small (default), pu-fast, pu-base, "
-                                                          "monai-tiny, paper")
+    d.add_argument("--preset", default="pu-small", help="model preset: tiny, pu-small (default), pu-medium, pu-fast, "
+                                                          "pu-base, monai-tiny, paper")
     d.add_argument("--iters", type=int, default=2000)
     d.add_argument("--batch-size", type=int, default=8)
     d.add_argument("--crop", type=int, default=128)
