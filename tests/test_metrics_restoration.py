@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dxr_core.metrics.restoration import flat_mask, lung_proxy_mask, restoration_measures
+from dxr_core.metrics.restoration import flat_mask, headroom_db, lung_proxy_mask, noise_sigma, restoration_measures
 
 
 def _chest(n: int = 96) -> np.ndarray:
@@ -31,3 +31,26 @@ def test_lung_proxy_is_dark_and_central():
     lungs = lung_proxy_mask(ref)
     assert 0.15 < lungs.mean() < 0.3 and ref[lungs].mean() < ref[~lungs].mean() - 0.2
     assert not lungs[:5].any() and not lungs[:, -5:].any()
+
+
+def test_noise_sigma_and_headroom_follow_the_added_noise():
+    from dxr_core.diffusion.enhancer import bicubic_upsample
+
+    def bicubic_of_area(img):
+        lq = img.reshape(img.shape[0] // 2, 2, img.shape[1] // 2, 2).mean(axis=(1, 3))
+        return bicubic_upsample(lq.astype(np.float32), img.shape)
+
+    ref = _chest(256)
+    rng = np.random.default_rng(1)
+    assert noise_sigma(ref) < 0.002  # smooth apart from two edges: the median ignores them
+    assert noise_sigma(ref + rng.normal(0, 0.01, ref.shape)) == pytest.approx(0.01, rel=0.1)
+    # a smooth image: bicubic's error is the unpredictable part of the noise, so there is little headroom
+    y, x = np.mgrid[0:256, 0:256] / 256
+    smooth = 0.6 + 0.2 * np.sin(6 * x) * np.cos(4 * y) + rng.normal(0, 0.01, (256, 256))
+    room = headroom_db(bicubic_of_area(smooth), smooth)
+    assert 0 <= room < 1.5
+    # sharp edges and little noise: bicubic's error is mostly predictable, far more headroom
+    quiet = ref + rng.normal(0, 0.001, ref.shape)
+    assert headroom_db(bicubic_of_area(quiet), quiet) > room + 5
+    with pytest.raises(ValueError, match="2x2"):
+        noise_sigma(np.zeros((1, 5)))

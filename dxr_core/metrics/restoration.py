@@ -7,6 +7,12 @@ the lung-field proxy used when no lung mask exists.
   the flat regions, as a ratio to the reference's own (1.0 = adds no noise).
 * ``invented``: mean squared high-pass of (output - reference) inside the flat regions: structure present in the
   output but absent from the reference (compare with bicubic's).
+* ``noise_sigma(img)``: the standard deviation of the image's white noise, from the median absolute diagonal (HH)
+  Haar wavelet coefficient of non-overlapping 2x2 blocks / 0.6745 (Donoho's robust estimate; written here because
+  ``skimage.restoration.estimate_sigma`` needs PyWavelets, which the stack does not carry).
+* ``headroom_db(bicubic, ref)``: the most any 2x restorer could gain over ``bicubic`` in PSNR if the reference's white
+  noise were the only unpredictable part: the 3/4 of it that 2x2 averaging removes sets a floor on the squared error.
+  An upper bound, not an estimate (texture beyond the LQ's band is not predictable either).
 * ``lung_proxy_mask(ref)``: the dark pixels (< 30th percentile) of the central 80 % of the reference, the lung
   fields of a chest radiograph (the same rule as the regional histograms of :mod:`dxr_core.metrics.domain`).
 
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["flat_mask", "highpass", "lung_proxy_mask", "restoration_measures"]
+__all__ = ["flat_mask", "headroom_db", "highpass", "lung_proxy_mask", "noise_sigma", "restoration_measures"]
 
 
 def flat_mask(ref: np.ndarray, fraction: float = 0.25, size: int = 9) -> np.ndarray:
@@ -34,6 +40,27 @@ def highpass(img: np.ndarray, sigma: float = 2.0) -> np.ndarray:
 
     img = np.asarray(img, np.float64)
     return img - gaussian_filter(img, sigma)
+
+
+def noise_sigma(img: np.ndarray) -> float:
+    """White-noise standard deviation of a (H, W) image in its own units (robust to edges: a median)."""
+    img = np.asarray(img, np.float64)
+    h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
+    if h < 2 or w < 2:
+        raise ValueError(f"noise_sigma needs an image of at least 2x2 pixels, got {img.shape}")
+    b = img[:h, :w]
+    hh = (b[0::2, 0::2] - b[0::2, 1::2] - b[1::2, 0::2] + b[1::2, 1::2]) / 2  # orthonormal Haar HH
+    return float(np.median(np.abs(hh)) / 0.6745)
+
+
+def headroom_db(bicubic: np.ndarray, ref: np.ndarray) -> float:
+    """Upper bound (dB) on a 2x restorer's PSNR gain over ``bicubic`` given ``ref``'s white noise (inf: no noise)."""
+    bicubic, ref = np.asarray(bicubic, np.float64), np.asarray(ref, np.float64)
+    mse = float(np.mean((bicubic - ref) ** 2))
+    floor = 0.75 * noise_sigma(ref) ** 2
+    if floor <= 0:
+        return float("inf")
+    return float(10 * np.log10(max(mse, floor) / floor))
 
 
 def lung_proxy_mask(ref: np.ndarray, crop: float = 0.8, quantile: float = 30.0) -> np.ndarray:
