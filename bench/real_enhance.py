@@ -90,8 +90,9 @@ def main() -> int:
           f"{mean(0, 'noise'):.2f}x (goal <= 1.1); "
           f"invented {mean(0, 'invented') / max(mean(1, 'invented'), 1e-12):.2f}x "
           "bicubic's (goal <= 1)")
-    print(f"real_enhance: headroom over bicubic from the references' noise >= {min(b['headroom'] for _, b in rows):.1f} "
-          "dB on every image (upper bound on any restorer's gain)")
+    room = min(b["headroom"] for _, b in rows)
+    print(f"real_enhance: headroom over bicubic from the references' noise >= {room:.1f} dB on every image "
+          "(upper bound on any restorer's gain)")
     return 0
 
 
