@@ -50,6 +50,7 @@ def main() -> int:
     from dxr_core.data.pairs import find_pairs, read_image
     from dxr_core.diffusion import load_enhancer
     from dxr_core.diffusion.enhancer import bicubic_upsample
+    from dxr_core.metrics.restoration import flat_mask, headroom_db
 
     enh = load_enhancer(None if args.model == "shipped" else args.model)
     args.sampler, args.steps = enh.resolve_sampling(args.sampler, args.steps)
@@ -66,8 +67,6 @@ def main() -> int:
             lq = lq[r0 // 2:(r0 + w) // 2, c0 // 2:(c0 + w) // 2]
         out = enh.enhance(lq, scale=2, sampler=args.sampler, steps=args.steps, seed=0)
         bic = bicubic_upsample(lq, hq.shape)
-        from dxr_core.metrics.restoration import flat_mask, headroom_db
-
         flat = flat_mask(hq)
         m, b = measures(out, hq, flat), measures(bic, hq, flat)
         b["headroom"] = headroom_db(bic, hq)

@@ -34,11 +34,12 @@ def test_lung_proxy_is_dark_and_central():
 
 
 def test_noise_sigma_and_headroom_follow_the_added_noise():
+    from dxr_core.degrade.resize import resize_torch
     from dxr_core.diffusion.enhancer import bicubic_upsample
 
-    def bicubic_of_area(img):
-        lq = img.reshape(img.shape[0] // 2, 2, img.shape[1] // 2, 2).mean(axis=(1, 3))
-        return bicubic_upsample(lq.astype(np.float32), img.shape)
+    def bicubic_of_area(img):  # the degradation of the held-out pairs (`dxr make-pairs --method area`), undone
+        lq = resize_torch(img, (img.shape[0] // 2, img.shape[1] // 2), "area")
+        return bicubic_upsample(lq, img.shape)
 
     ref = _chest(256)
     rng = np.random.default_rng(1)
